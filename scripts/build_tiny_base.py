@@ -1,0 +1,599 @@
+"""Build the embedded tiny base model shipped in ``trainer/assets/tiny-base/``.
+
+The project must run end to end on a 2-core laptop without a model hub, so it ships a
+small Llama-architecture base model that this script makes from scratch: a SentencePiece
+tokenizer, a chat template, and a ~8M-parameter ``LlamaForCausalLM`` pretrained for a few
+minutes on the generic corpus of :mod:`trainer.generic_corpus` (Python's own
+documentation, rebuilt at run time, so no corpus text is committed).
+
+Run from the repository root; the defaults reproduce the committed model::
+
+    python scripts/build_tiny_base.py
+
+Tokenizer choices, and why (each is checked before anything is saved):
+
+- SentencePiece BPE with ``byte_fallback`` and the ``identity`` normaliser without
+  whitespace removal, so ``\\n`` survives as the byte piece ``<0x0A>`` in SentencePiece,
+  transformers and llama.cpp alike (the default normaliser turns it into a space).
+- ``add_dummy_prefix=False`` in SentencePiece and ``add_prefix_space=False`` in
+  transformers.  With a dummy prefix the three runtimes disagree: SentencePiece puts a
+  "▁" before a text that starts with a special token, transformers only prefixes the
+  first text segment and not one that already starts with a space, and llama.cpp
+  prefixes every text segment that follows a special token.  Without it, a text is
+  tokenized identically everywhere and nothing is inserted after ``<|user|>`` etc.
+- The four chat markers are SentencePiece user-defined symbols (always one piece) and
+  transformers special tokens; ``<s>``/``</s>``/``<pad>``/``<unk>`` are control pieces.
+- ``tokenizer_config.json`` also lists ``added_tokens_decoder`` (transformers 5 keeps it
+  only in ``tokenizer.json``): llama.cpp's converter reads it to type the chat markers as
+  control tokens; without it they become normal pieces and llama.cpp spells them out
+  character by character.  It takes ``add_space_prefix`` from ``add_prefix_space``.
+- ``<s>`` is added by the tokenizer's post-processor (``tokenizer("x")`` starts with it);
+  transformers 5 does not save ``add_bos_token`` beside ``tokenizer.json``, so that
+  attribute reads False after a reload although the bos is added.
+- Documents are pretrained as ``<s>`` + text + ``<|end|>``: the tokenizer's eos is the
+  chat turn end, so the base already knows that ``<|end|>`` closes a text and stops
+  there.  ``</s>`` is kept as a second generation eos for runtimes that expect it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sentencepiece as spm
+import torch
+import transformers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from trainer.generic_corpus import load_generic_corpus
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO_ROOT / "trainer" / "assets" / "tiny-base"
+DEFAULT_SUPPORT = REPO_ROOT / "trainer" / "assets" / "support-fr" / "train.jsonl"
+
+UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
+CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+END = "<|end|>"
+ROLES = ("system", "user", "assistant")
+MAX_POSITIONS = 1024
+
+# Each turn is "<|role|>\n" + content + "<|end|>\n".  The assistant's content and its
+# <|end|> sit inside {% generation %} so `return_assistant_tokens_mask` (TRL's
+# assistant-only loss) marks exactly what the model must learn to produce.
+CHAT_TEMPLATE = r"""{{- bos_token -}}
+{%- for message in messages -%}
+    {%- if message['role'] not in ['system', 'user', 'assistant'] -%}
+        {{- raise_exception('Unsupported role ' + message['role'] + ': use system, user or assistant') -}}
+    {%- endif -%}
+    {{- '<|' + message['role'] + '|>\n' -}}
+    {%- if message['role'] == 'assistant' -%}
+        {%- generation -%}{{- message['content'] + '<|end|>' -}}{%- endgeneration -%}
+        {{- '\n' -}}
+    {%- else -%}
+        {{- message['content'] + '<|end|>\n' -}}
+    {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{- '<|assistant|>\n' -}}
+{%- endif -%}
+"""
+
+# Texts on which transformers must reproduce SentencePiece's ids exactly: accents,
+# newlines, tabs, leading/trailing/multiple spaces, special tokens glued to text.
+TOKENIZER_PROBES = (
+    "Bonjour, je n'arrive pas à me connecter à mon compte.\nPouvez-vous m'aider ?",
+    "Élodie a reçu sa facture : 42,50 € — merci !\n\nÀ bientôt, l'équipe.",
+    "  deux espaces devant, un à la fin \n\tune tabulation\n",
+    "Œuvre, naïveté, où, déjà, Noël, garçon, fenêtre, maïs.",
+    "<|system|>\nTu es un assistant.<|end|>\n<|user|>\nBonjour<|end|>\n<|assistant|>\n",
+    "x <|end|> y<|end|>z",
+    "def f(x):\n    return x + 1  # indented code\n",
+)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options; every default is what built the committed model."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (replaced)")
+    parser.add_argument(
+        "--support-jsonl", type=Path, default=DEFAULT_SUPPORT, help="French chat rows for the tokenizer"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocab-size", type=int, default=4096)
+    parser.add_argument("--steps", type=int, default=800, help="optimizer steps (~0.7 s each on 2 cores)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    parser.add_argument("--min-lr-ratio", type=float, default=0.1, help="final lr as a fraction of the peak")
+    parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--eval-tokens", type=int, default=100_000, help="cap on held-out tokens evaluated")
+    parser.add_argument("--log-every", type=int, default=25, help="steps between loss-curve points")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch CPU threads")
+    parser.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
+    return parser.parse_args(argv)
+
+
+_START = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """Progress line with wall time since start, flushed so it shows under pipes too."""
+    print(f"[{time.perf_counter() - _START:7.1f}s] {message}", flush=True)
+
+
+def read_support_texts(path: Path) -> list[str]:
+    """The system/user/assistant contents of the support-fr rows (French for the vocab)."""
+    texts = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            for message in row["messages"]:
+                if message["role"] not in ROLES:
+                    raise ValueError(f"{path}:{line_no}: unexpected role {message['role']!r}")
+                texts.append(message["content"])
+    if not texts:
+        raise ValueError(f"{path}: no messages")
+    return texts
+
+
+def train_sentencepiece(texts: Sequence[str], vocab_size: int, threads: int) -> bytes:
+    """Train the SentencePiece BPE model and return its serialized proto.
+
+    Sentences are fed line by line, so no piece can contain a newline: ``\\n`` always
+    encodes to the single byte piece ``<0x0A>``, which is what the chat template relies
+    on to keep the role header and the content in separate tokens.  Lines are
+    deduplicated (the templated support-fr system prompts and answers would otherwise
+    outweigh everything else) and sorted, so the input order is fixed.
+    """
+    lines = sorted({line for text in texts for line in text.split("\n") if line.strip()})
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        character_coverage=1.0,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=3,
+        unk_piece=UNK,
+        bos_piece=BOS,
+        eos_piece=EOS,
+        pad_piece=PAD,
+        user_defined_symbols=list(CHAT_TOKENS),
+        input_sentence_size=0,
+        num_threads=threads,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def build_tokenizer(directory: Path, sp_model: bytes) -> PreTrainedTokenizerBase:
+    """Write ``tokenizer.model`` and let transformers convert it, then save the HF files.
+
+    Per NOTES.md, constructing ``LlamaTokenizer(vocab_file=...)`` directly silently yields
+    a 3-token tokenizer in transformers 5; loading a directory whose
+    ``tokenizer_config.json`` names the class converts the model correctly.
+    """
+    (directory / "tokenizer.model").write_bytes(sp_model)
+    config = {"tokenizer_class": "LlamaTokenizer", "add_prefix_space": False, "legacy": False}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(
+        directory,
+        bos_token=BOS,
+        eos_token=END,
+        unk_token=UNK,
+        pad_token=PAD,
+        extra_special_tokens=[EOS, *CHAT_TOKENS],
+        add_bos_token=True,
+        add_eos_token=False,
+        model_max_length=MAX_POSITIONS,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(directory)
+    declare_added_tokens(directory, tokenizer)
+    return AutoTokenizer.from_pretrained(directory)
+
+
+def declare_added_tokens(directory: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Add ``added_tokens_decoder`` to ``tokenizer_config.json`` for llama.cpp's converter.
+
+    convert-hf-to-gguf types SentencePiece user-defined pieces as normal tokens unless
+    this field marks them special; transformers 5 reads it back unchanged but drops it on
+    its next ``save_pretrained``, so any stage that re-saves this tokenizer before a GGUF
+    conversion must restore it the same way.
+    """
+    path = directory / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["added_tokens_decoder"] = {
+        str(token_id): {
+            "content": token.content,
+            "lstrip": token.lstrip,
+            "normalized": token.normalized,
+            "rstrip": token.rstrip,
+            "single_word": token.single_word,
+            "special": token.special,
+        }
+        for token_id, token in sorted(tokenizer.added_tokens_decoder.items())
+    }
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def check_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, sp: spm.SentencePieceProcessor, texts: Sequence[str]
+) -> None:
+    """Fail unless the reloaded HF tokenizer is the SentencePiece model, id for id."""
+    if len(tokenizer) != sp.vocab_size():
+        raise AssertionError(f"HF vocab {len(tokenizer)} != sentencepiece {sp.vocab_size()}")
+    for token in (BOS, EOS, PAD, UNK, *CHAT_TOKENS):
+        ids = tokenizer.encode(token, add_special_tokens=False)
+        if ids != [sp.piece_to_id(token)]:
+            raise AssertionError(f"{token!r} encodes to {ids}, expected one id {sp.piece_to_id(token)}")
+    if set(CHAT_TOKENS) - set(tokenizer.all_special_tokens):
+        raise AssertionError(f"chat tokens not registered as special: {tokenizer.all_special_tokens}")
+    if tokenizer.chat_template != CHAT_TEMPLATE:
+        raise AssertionError("chat template lost on save/reload")
+    hf_ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    sp_ids = sp.encode(list(texts))
+    for text, hf, ref in zip(texts, hf_ids, sp_ids, strict=True):
+        if hf != ref:
+            raise AssertionError(f"HF ids differ from sentencepiece on {text[:80]!r}:\n{hf}\n{ref}")
+        if tokenizer.decode(hf) != text:
+            raise AssertionError(f"decode does not round-trip {text[:80]!r}")
+    header = tokenizer.encode("<|user|>\nBonjour", add_special_tokens=False)
+    if tokenizer.convert_ids_to_tokens(header[:2]) != ["<|user|>", "<0x0A>"]:
+        raise AssertionError(
+            f"unexpected tokens after a special token: {tokenizer.convert_ids_to_tokens(header)}"
+        )
+
+
+def token_stream(tokenizer: PreTrainedTokenizerBase, documents: Sequence[str]) -> torch.Tensor:
+    """Documents as one stream: ``<s>`` + text + eos (``<|end|>``) each, concatenated."""
+    ids = tokenizer(list(documents), add_special_tokens=True, verbose=False)["input_ids"]
+    flat = [token for doc in ids for token in (*doc, tokenizer.eos_token_id)]
+    return torch.tensor(flat, dtype=torch.long)
+
+
+def batches(
+    stream: torch.Tensor, seq_len: int, batch_size: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """Endless batches of windows: each epoch cuts the stream at a random offset into
+    non-overlapping windows and visits them in a random order, so every token is seen
+    once per epoch and window boundaries move between epochs."""
+    positions = torch.arange(seq_len)
+    while True:
+        offset = int(torch.randint(seq_len, (1,), generator=generator))
+        count = (len(stream) - offset) // seq_len
+        starts = offset + torch.randperm(count, generator=generator) * seq_len
+        for first in range(0, count - batch_size + 1, batch_size):
+            yield stream[starts[first : first + batch_size, None] + positions]
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup, then cosine decay from 1 to ``min_ratio`` at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def heldout_nll(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    documents: Sequence[str],
+    max_tokens: int,
+    seq_len: int,
+) -> tuple[float, int]:
+    """Token-weighted mean NLL of each held-out document on its own (``<s>`` + text +
+    eos, truncated to ``seq_len``), over the first documents up to ``max_tokens``
+    predicted tokens; returns (nll, tokens)."""
+    encoded = []
+    budget = max_tokens
+    for ids in tokenizer(list(documents), add_special_tokens=True, verbose=False)["input_ids"]:
+        doc = [*ids, tokenizer.eos_token_id][:seq_len]
+        if budget < len(doc) - 1:
+            break
+        encoded.append(doc)
+        budget -= len(doc) - 1
+    encoded.sort(key=len)
+    total, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for first in range(0, len(encoded), 32):
+            chunk = encoded[first : first + 32]
+            width = len(chunk[-1])
+            input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, doc in enumerate(chunk):
+                input_ids[row, : len(doc)] = torch.tensor(doc)
+                mask[row, : len(doc)] = 1
+            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+            labels = input_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+            total += torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)),
+                labels.reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            ).item()
+            count += int((labels != -100).sum())
+    return total / count, count
+
+
+def make_model(tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
+    """The ~8M-parameter Llama: every linear's in_features is a multiple of 256 (GPTQ's
+    CPU kernel and GGUF K-quants need it), GQA with 2 KV heads, untied embeddings."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=MAX_POSITIONS,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def train(model: LlamaForCausalLM, stream: torch.Tensor, args: argparse.Namespace) -> list[dict[str, float]]:
+    """AdamW with warmup + cosine; returns the loss curve (mean loss per logged span)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, args.warmup_steps, args.steps, args.min_lr_ratio)
+    )
+    generator = torch.Generator().manual_seed(args.seed)
+    data = batches(stream, args.seq_len, args.batch_size, generator)
+    curve: list[dict[str, float]] = []
+    span_loss, span_steps, started = 0.0, 0, time.perf_counter()
+    model.train()
+    for step in range(1, args.steps + 1):
+        input_ids = next(data)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.fp32):
+            loss = model(input_ids=input_ids, labels=input_ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        span_loss += loss.item()
+        span_steps += 1
+        if step % args.log_every == 0 or step == args.steps:
+            point = {
+                "step": step,
+                "loss": round(span_loss / span_steps, 4),
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            curve.append(point)
+            log(f"step {step}/{args.steps} loss {point['loss']:.3f} lr {point['lr']:.2e}")
+            span_loss, span_steps = 0.0, 0
+    return curve
+
+
+def save_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """Save bf16 safetensors with config and a generation config whose eos list stops at
+    both the chat turn end and SentencePiece's ``</s>``."""
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(EOS)],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.to(torch.bfloat16)
+    model.config.dtype = torch.bfloat16
+    model.save_pretrained(directory, safe_serialization=True)
+
+
+def write_card(directory: Path, info: dict[str, Any]) -> None:
+    """A short model card from the recorded build facts."""
+    arch = info["architecture"]
+    ppl = info["heldout"]
+    text = f"""# tiny-base
+
+A Llama-architecture causal LM of {info["parameters"] / 1e6:.2f}M parameters with a 4,096-piece
+SentencePiece tokenizer, made from scratch on a CPU so the project runs end to end without
+a model hub. It is a real, if very small, language model of English technical prose: good
+for exercising QLoRA, merging and GPTQ/AWQ/GGUF quantization, useless as an assistant.
+
+## How it was built
+
+    python scripts/build_tiny_base.py
+
+(defaults; seed {info["seed"]}, {info["threads"]} CPU threads, {info["seconds"]:.0f} s wall in all, of which
+{info["train_seconds"]:.0f} s training.)
+
+- **Corpus**: `trainer.generic_corpus`: docstrings of the Python {info["versions"]["python"]} standard
+  library and `pydoc_data.topics`, cut into paragraphs, deduplicated and split by sha256 of
+  each paragraph: {info["corpus"]["train_documents"]:,} train documents ({info["corpus"]["train_tokens"]:,} tokens),
+  {info["corpus"]["heldout_documents"]:,} held out. Rebuilt at run time; no corpus text is committed.
+- **Tokenizer**: SentencePiece BPE, vocab {arch["vocab_size"]}, byte fallback, identity normalisation,
+  no dummy prefix (so `\\n` is `<0x0A>` and nothing is inserted after special tokens;
+  transformers, SentencePiece and llama.cpp give the same ids), trained on the generic
+  train documents plus the message texts of `trainer/assets/support-fr/train.jsonl` so
+  French is represented. Specials: `<unk>` `<s>` (bos) `</s>` `<pad>` and the chat markers
+  `<|system|>` `<|user|>` `<|assistant|>` `<|end|>` (eos). `tokenizer_config.json` carries
+  `added_tokens_decoder` so llama.cpp's converter keeps the markers as single control
+  tokens; a stage that re-saves the tokenizer with transformers 5 must restore it.
+- **Chat template**: `<s>` then `<|role|>\\n` + content + `<|end|>\\n` per message; the
+  assistant part is marked with `{{% generation %}}` for assistant-only loss masks.
+- **Architecture**: Llama, hidden {arch["hidden_size"]}, MLP {arch["intermediate_size"]}, {arch["num_hidden_layers"]} layers,
+  {arch["num_attention_heads"]} heads with {arch["num_key_value_heads"]} KV heads (GQA), RoPE theta {arch["rope_theta"]:g},
+  context {arch["max_position_embeddings"]}, untied input/output embeddings; {info["parameters"]:,} parameters.
+- **Pretraining**: {info["steps"]} AdamW steps of {info["batch_size"]} × {info["seq_len"]} tokens
+  ({info["tokens_seen"]:,} tokens, {info["epochs"]:.1f} epochs; documents as `<s>` text `<|end|>`),
+  peak lr {info["lr"]:g}, warmup + cosine, bf16 autocast; saved in bfloat16.
+
+## Held-out perplexity
+
+Token-weighted over {ppl["tokens"]:,} tokens of the held-out generic documents:
+
+| model | perplexity |
+|---|---|
+| uniform baseline (vocab size) | {ppl["uniform_baseline"]:,} |
+| random init | {ppl["random_init"]:,.1f} |
+| trained (fp32 weights) | {ppl["trained"]:,.1f} |
+| **saved bf16, reloaded with `from_pretrained`** | **{ppl["reloaded_bf16"]:,.1f}** |
+
+`build_info.json` has the loss curve and the exact versions.
+
+## License
+
+The weights and tokenizer are generated locally by `scripts/build_tiny_base.py` from
+text that ships with Python (the standard library's documentation, PSF License) and from
+this project's own support-fr dataset (tokenizer only). No third-party model weights
+are involved; they are distributed under the project's license.
+"""
+    (directory / "README.md").write_text(text, encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    log(f"torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} threads")
+
+    corpus = load_generic_corpus()
+    support = read_support_texts(args.support_jsonl)
+    log(
+        f"generic corpus: {len(corpus.train)} train / {len(corpus.heldout)} held-out documents; support-fr: {len(support)} messages"
+    )
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tiny-base-", dir=args.out.parent) as tmp:
+        staging = Path(tmp) / "model"
+        staging.mkdir()
+        sp_model = train_sentencepiece([*corpus.train, *support], args.vocab_size, args.threads)
+        sp = spm.SentencePieceProcessor(model_proto=sp_model)
+        tokenizer = build_tokenizer(staging, sp_model)
+        check_tokenizer(tokenizer, sp, [*TOKENIZER_PROBES, *corpus.heldout, *support])
+        log(
+            f"tokenizer: {len(tokenizer)} pieces, HF ids == sentencepiece ids on {len(TOKENIZER_PROBES) + len(corpus.heldout) + len(support)} texts"
+        )
+
+        stream = token_stream(tokenizer, corpus.train)
+        model = make_model(tokenizer, args.seed)
+        parameters = sum(p.numel() for p in model.parameters())
+        log(f"model: {parameters:,} parameters; train stream {len(stream):,} tokens")
+
+        nll_init, eval_tokens = heldout_nll(model, tokenizer, corpus.heldout, args.eval_tokens, args.seq_len)
+        log(f"held-out ppl at random init {math.exp(nll_init):.1f} over {eval_tokens} tokens")
+        train_started = time.perf_counter()
+        curve = train(model, stream, args)
+        train_seconds = time.perf_counter() - train_started
+        nll_trained, _ = heldout_nll(model, tokenizer, corpus.heldout, args.eval_tokens, args.seq_len)
+        log(f"held-out ppl trained {math.exp(nll_trained):.1f}")
+
+        save_model(model, tokenizer, staging)
+        reloaded = AutoModelForCausalLM.from_pretrained(staging)
+        if reloaded.dtype != torch.bfloat16:
+            raise AssertionError(f"reloaded dtype {reloaded.dtype}, expected bfloat16")
+        nll_reloaded, _ = heldout_nll(
+            reloaded, AutoTokenizer.from_pretrained(staging), corpus.heldout, args.eval_tokens, args.seq_len
+        )
+        log(f"held-out ppl of the saved bf16 weights, reloaded: {math.exp(nll_reloaded):.1f}")
+
+        info = {
+            "command": "python scripts/build_tiny_base.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
+            "seed": args.seed,
+            "threads": args.threads,
+            "parameters": parameters,
+            "architecture": {
+                key: getattr(model.config, key)
+                for key in (
+                    "vocab_size",
+                    "hidden_size",
+                    "intermediate_size",
+                    "num_hidden_layers",
+                    "num_attention_heads",
+                    "num_key_value_heads",
+                    "max_position_embeddings",
+                    "tie_word_embeddings",
+                )
+            }
+            | {"rope_theta": model.config.rope_parameters["rope_theta"]},
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "seq_len": args.seq_len,
+            "lr": args.lr,
+            "min_lr_ratio": args.min_lr_ratio,
+            "warmup_steps": args.warmup_steps,
+            "weight_decay": args.weight_decay,
+            "precision": "fp32" if args.fp32 else "bf16 autocast",
+            "tokens_seen": args.steps * args.batch_size * args.seq_len,
+            "epochs": round(args.steps * args.batch_size * args.seq_len / len(stream), 2),
+            "corpus": {
+                "train_documents": len(corpus.train),
+                "heldout_documents": len(corpus.heldout),
+                "train_tokens": len(stream),
+                "support_fr_messages": len(support),
+                "support_fr_sha256": hashlib.sha256(args.support_jsonl.read_bytes()).hexdigest(),
+            },
+            "loss_curve": curve,
+            "heldout": {
+                "tokens": eval_tokens,
+                "uniform_baseline": len(tokenizer),
+                "random_init": round(math.exp(nll_init), 2),
+                "trained": round(math.exp(nll_trained), 2),
+                "reloaded_bf16": round(math.exp(nll_reloaded), 2),
+                "nll_reloaded_bf16": round(nll_reloaded, 4),
+            },
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "sentencepiece": spm.__version__,
+            },
+            "train_seconds": round(train_seconds, 1),
+            "seconds": round(time.perf_counter() - _START, 1),
+        }
+        (staging / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        write_card(staging, info)
+        if args.out.exists():
+            shutil.rmtree(args.out)
+        staging.rename(args.out)
+    sizes = {path.name: path.stat().st_size for path in sorted(args.out.iterdir())}
+    log(f"saved {args.out}: {sum(sizes.values()) / 1e6:.1f} MB {sizes}")
+
+
+if __name__ == "__main__":
+    main()

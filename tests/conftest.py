@@ -1,0 +1,53 @@
+"""Shared helpers: composing the real config, running the real entry point in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from trainer.config import TrainerConfig, register_schema, to_typed
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "trainer" / "assets"
+
+register_schema()
+
+
+def compose_raw(overrides: list[str] | None = None, config_dir: Path | None = None):
+    with initialize_config_dir(config_dir=str(config_dir or REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides or [])
+
+
+def compose_typed(overrides: list[str] | None = None) -> TrainerConfig:
+    return to_typed(compose_raw(overrides))
+
+
+def run_trainer(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`python -m trainer ...` as a user runs it, offline, with a wide terminal so messages stay on one line."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "COLUMNS": "200",
+        "PYTHONPATH": str(REPO),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ASSETS / "tiny-base")

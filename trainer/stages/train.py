@@ -1,0 +1,300 @@
+"""The train stage: QLoRA on the train split with TRL's SFTTrainer, resumable after a crash.
+
+The base loads in 4-bit (NF4 with double quantization by default) and LoRA adapters train on
+top. Conversations are tokenized here, with the assistant-only mask of `trainer.masking`,
+so the loss never covers system or user tokens whatever the chat template. Checkpoints go
+to the stage's partial folder, which the runner keeps between attempts: re-running the
+command after a kill resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trainer.config import Device, DType, HardwareConfig, LoraConfig, QLoraConfig, Stage, TrainerConfig
+from trainer.errors import ConfigError
+from trainer.masking import encode_with_mask
+from trainer.modeling import load_tokenizer
+from trainer.pipeline import StageContext
+
+log = logging.getLogger(__name__)
+
+
+def torch_dtype(dtype: DType) -> Any:
+    import torch
+
+    return {DType.bfloat16: torch.bfloat16, DType.float16: torch.float16, DType.float32: torch.float32}[dtype]
+
+
+def pick_device(hardware: HardwareConfig) -> str:
+    import torch
+
+    if hardware.device is Device.cuda and not torch.cuda.is_available():
+        raise ConfigError(
+            "hardware.device=cuda: no CUDA device is visible; use hardware=cpu or hardware=auto"
+        )
+    if hardware.device is Device.auto:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return hardware.device.value
+
+
+def compute_dtype(qlora: QLoraConfig, device: str) -> DType:
+    """bf16 where the device has it; otherwise fp16 on older GPUs, said out loud."""
+    import torch
+
+    wanted = qlora.compute_dtype
+    if wanted is DType.bfloat16 and device == "cuda" and not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bfloat16: computing in float16 instead (train.qlora.compute_dtype)")
+        return DType.float16
+    return wanted
+
+
+def quantization_config(qlora: QLoraConfig, dtype: DType) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    storage = {"uint8": "uint8", "bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
+    if qlora.storage_dtype not in storage:
+        raise ConfigError(f"train.qlora.storage_dtype={qlora.storage_dtype!r}; allowed: {', '.join(storage)}")
+    import torch
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=qlora.quant_type,
+        bnb_4bit_use_double_quant=qlora.double_quant,
+        bnb_4bit_compute_dtype=torch_dtype(dtype),
+        bnb_4bit_quant_storage=getattr(torch, storage[qlora.storage_dtype]),
+    )
+
+
+def linear_names(model: Any) -> set[str]:
+    """Short names of the model's linear layers (the ones LoRA can target), lm_head excluded."""
+    import torch
+    from bitsandbytes.nn import Linear4bit
+
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Linear, Linear4bit)) and name.split(".")[-1] != "lm_head":
+            names.add(name.split(".")[-1])
+    return names
+
+
+def quantized_module_names(model: Any) -> list[str]:
+    from bitsandbytes.nn import Linear4bit
+
+    return sorted(name for name, module in model.named_modules() if isinstance(module, Linear4bit))
+
+
+def check_lora(lora: LoraConfig, model: Any) -> None:
+    """Refuse targets the model does not have before any training starts."""
+    available = linear_names(model)
+    if lora.target_modules != ["all-linear"]:
+        missing = sorted(set(lora.target_modules) - available)
+        if missing:
+            raise ConfigError(
+                f"lora.target_modules: {missing} not in this model; its linear layers are {sorted(available)} "
+                "(or use [all-linear])"
+            )
+    modules = {name.split(".")[-1] for name, _ in model.named_modules()}
+    missing_saved = sorted(set(lora.modules_to_save) - modules)
+    if missing_saved:
+        raise ConfigError(f"lora.modules_to_save: {missing_saved} not in this model")
+
+
+def peft_config(lora: LoraConfig) -> Any:
+    from peft import LoraConfig as PeftLoraConfig
+
+    targets: Any = "all-linear" if lora.target_modules == ["all-linear"] else list(lora.target_modules)
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        use_rslora=lora.use_rslora,
+        use_dora=lora.use_dora,
+        modules_to_save=list(lora.modules_to_save) or None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_split(path: Path, tokenizer: Any) -> Any:
+    from datasets import Dataset
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    encoded = [encode_with_mask(tokenizer, row["messages"]) for row in rows]
+    return Dataset.from_dict(
+        {
+            "input_ids": [e.input_ids for e in encoded],
+            "assistant_masks": [e.assistant_masks for e in encoded],
+        }
+    )
+
+
+def load_quantized_base(cfg: TrainerConfig, device: str, dtype: DType) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        cfg.model.name_or_path,
+        revision=cfg.model.revision,
+        trust_remote_code=cfg.model.trust_remote_code,
+        quantization_config=quantization_config(cfg.train.qlora, dtype),
+        dtype=torch_dtype(dtype),
+        device_map={"": device},
+        use_safetensors=True,
+    )
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    checkpoints = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def peak_memory_bytes(device: str) -> int:
+    import torch
+
+    if device == "cuda":
+        return int(torch.cuda.max_memory_allocated())
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is KiB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+def sft_arguments(cfg: TrainerConfig, checkpoints: Path, device: str, dtype: DType) -> Any:
+    from trl import SFTConfig
+
+    train = cfg.train
+    return SFTConfig(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        learning_rate=train.learning_rate,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup,
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        max_length=cfg.data.max_length,
+        packing=train.packing,
+        gradient_checkpointing=train.gradient_checkpointing,
+        eval_strategy="steps",
+        eval_steps=train.eval_steps,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=2,
+        logging_steps=train.logging_steps,
+        seed=train.seed,
+        data_seed=train.seed,
+        bf16=dtype is DType.bfloat16,
+        fp16=dtype is DType.float16,
+        use_cpu=device == "cpu",
+        report_to=list(train.report_to) or "none",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from trl import SFTTrainer
+
+    cfg = ctx.cfg
+    if cfg.hardware.num_threads:
+        torch.set_num_threads(cfg.hardware.num_threads)
+    device = pick_device(cfg.hardware)
+    dtype = compute_dtype(cfg.train.qlora, device)
+    tokenizer = load_tokenizer(cfg.model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    data_dir = ctx.stage_dir(Stage.data)
+    train_set = load_split(data_dir / "train.jsonl", tokenizer)
+    eval_set = load_split(data_dir / "eval.jsonl", tokenizer)
+
+    started = time.time()
+    model = load_quantized_base(cfg, device, dtype)
+    check_lora(cfg.lora, model)
+    quantized_modules = quantized_module_names(model)
+    if cfg.train.prepare_kbit:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.train.gradient_checkpointing
+        )
+    checkpoints = ctx.out_dir / "checkpoints"
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_arguments(cfg, checkpoints, device, dtype),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg.lora),
+    )
+    resume = last_checkpoint(checkpoints)
+    metrics_path = ctx.out_dir / "eval_before.json"
+    if resume is None or not metrics_path.exists():
+        before = trainer.evaluate()["eval_loss"]
+        metrics_path.write_text(json.dumps({"eval_loss": before}))
+    else:
+        before = json.loads(metrics_path.read_text())["eval_loss"]
+    resumed_from_step = None
+    if resume is not None:
+        resumed_from_step = json.loads((resume / "trainer_state.json").read_text())["global_step"]
+        log.info("resuming training from %s (step %d)", resume.name, resumed_from_step)
+    else:
+        log.info("training from step 0 (eval loss before: %.4f)", before)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    after = trainer.evaluate()["eval_loss"]
+
+    adapter = ctx.out_dir / "adapter"
+    trainer.model.save_pretrained(adapter)
+    tokenizer.save_pretrained(adapter)
+    state = trainer.state
+    seconds = time.time() - started
+    tokens_per_epoch = sum(len(ids) for ids in train_set["input_ids"])
+    epochs_done = state.epoch or 0.0
+    metrics = {
+        "eval_loss_before": before,
+        "eval_loss_after": after,
+        "eval_perplexity_before": math.exp(before),
+        "eval_perplexity_after": math.exp(after),
+        "global_step": state.global_step,
+        "resumed_from_step": resumed_from_step,
+        "epochs": epochs_done,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "tokens_per_second": tokens_per_epoch
+        * epochs_done
+        / max(result.metrics.get("train_runtime", 0.0), 1e-9),
+        "peak_memory_bytes": peak_memory_bytes(device),
+        "seconds": seconds,
+        "device": device,
+        "compute_dtype": dtype.value,
+        "train_loss_curve": [
+            {"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e and "step" in e
+        ],
+        "eval_loss_curve": [
+            {"step": e["step"], "eval_loss": e["eval_loss"]} for e in state.log_history if "eval_loss" in e
+        ],
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        # What the merge stage needs to rebuild the exact NF4 weights the adapter trained against.
+        "quantized_modules": quantized_modules,
+        "quantized_from_dtype": dtype.value,
+    }
+    (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    import shutil
+
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    metrics_path.unlink()
+    log.info("eval loss %.4f -> %.4f in %d steps", before, after, state.global_step)
+    return {
+        "eval_loss_before": round(before, 4),
+        "eval_loss_after": round(after, 4),
+        "steps": state.global_step,
+        "resumed_from_step": metrics["resumed_from_step"],
+    }
