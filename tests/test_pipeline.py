@@ -133,7 +133,32 @@ def test_unbuilt_stage_stops_the_flow_and_says_so(tmp_path: Path, fake: FakeStag
     assert not (tmp_path / "merge").exists() and not (tmp_path / ".merge.partial").exists()
 
 
-@pytest.mark.parametrize("stage", ["evaluate", "export"])
-def test_stages_not_built_yet_refuse_to_pretend(stage: str, tmp_path: Path) -> None:
-    with pytest.raises(StageNotBuilt, match=f"stage '{stage}' is not built yet"):
-        pipeline.stage_function(Stage(stage))(None)  # type: ignore[arg-type]
+def test_resumable_partial_survives_a_crash_unless_its_config_changed(
+    tmp_path: Path, fake: FakeStages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    crash = [True]
+
+    def train(ctx: StageContext) -> dict[str, Any]:
+        checkpoint = ctx.out_dir / "checkpoint"
+        seen.append(checkpoint.read_text() if checkpoint.exists() else "none")
+        checkpoint.write_text("step 4")
+        if crash[0]:
+            raise RuntimeError("killed")
+        return {}
+
+    monkeypatch.setattr(pipeline, "stage_function", lambda s: train if s is Stage.train else fake(s))
+    with pytest.raises(RuntimeError):
+        make_runner(tmp_path, ["stages=[data,train]"]).run()
+    crash[0] = False
+    make_runner(tmp_path, ["stages=[data,train]"]).run()
+    assert seen == ["none", "step 4"]  # the second attempt found the first one's checkpoint
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["DONE.json", "checkpoint"]
+    assert not (tmp_path / ".train.identity").exists()
+
+    crash[0] = True
+    with pytest.raises(RuntimeError):
+        make_runner(tmp_path, ["stages=[data,train]", "lora.r=4"]).run()
+    crash[0] = False
+    make_runner(tmp_path, ["stages=[data,train]", "lora.r=8"]).run()
+    assert seen[-2:] == ["none", "none"]  # a partial started for other settings is discarded

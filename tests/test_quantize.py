@@ -8,7 +8,7 @@ import pytest
 from conftest import ASSETS
 
 from trainer.config import ArtifactConfig, QuantFormat
-from trainer.errors import ConfigError, StageNotBuilt
+from trainer.errors import ConfigError
 from trainer.stages import quantize as quantize_stage
 
 CONFIG = json.loads((ASSETS / "tiny-base" / "config.json").read_text())
@@ -58,6 +58,80 @@ def test_valid_settings_pass() -> None:
         quantize_stage.check_artifact("x", spec, CONFIG, calibration_tokens=100_000)
 
 
-def test_gguf_is_not_built_yet_and_says_so() -> None:
-    with pytest.raises(StageNotBuilt, match="issue #6"):
-        quantize_stage.check_artifact("g", ArtifactConfig(format=QuantFormat.gguf), CONFIG, 100_000)
+def test_bad_gguf_settings_fail_before_quantizing() -> None:
+    with pytest.raises(ConfigError, match=r"^quantize.artifacts.g.gguf_type: .*Q4_K_M"):
+        quantize_stage.check_artifact(
+            "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_Z"), CONFIG, 100_000
+        )
+    with pytest.raises(ConfigError, match=r"^quantize.artifacts.g.gguf_type: .*imatrix"):
+        quantize_stage.check_artifact(
+            "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="IQ4_XS", imatrix=False), CONFIG, 100_000
+        )
+    quantize_stage.check_artifact(
+        "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="q5_k_m"), CONFIG, 100_000
+    )
+
+
+@pytest.mark.slow
+def test_train_and_generic_calibration_quantize_from_different_data(tmp_path) -> None:
+    from conftest import compose_raw
+    from rich.console import Console
+    from safetensors.torch import load_file
+
+    from trainer.config import to_typed
+    from trainer.pipeline import StageContext
+    from trainer.stages import data as data_stage
+
+    infos, weights = {}, {}
+    for source in ("train", "generic"):
+        cfg = to_typed(compose_raw([f"data.calibration.source={source}", "data.calibration.samples=24"]))
+        data_dir = tmp_path / source / "data"
+        data_dir.mkdir(parents=True)
+        data_stage.run(StageContext(cfg, tmp_path / source, data_dir, Console(quiet=True)))
+        calibration, digest = quantize_stage.calibration_rows(data_dir)
+        spec = cfg.quantize.artifacts["gptq-w4g128"]
+        out = tmp_path / source / "gptq"
+        infos[source] = quantize_stage.build(
+            cfg, "gptq-w4g128", spec, ASSETS / "tiny-base", out, calibration, digest
+        )
+        weights[source] = load_file(out / "model.safetensors")
+        saved = json.loads((out / "quantize_info.json").read_text())
+        assert saved["calibration"]["sha256"] == digest
+        assert saved["calibration"]["tokens"] == sum(len(ids) for ids in calibration)
+    assert infos["train"]["calibration"]["sha256"] != infos["generic"]["calibration"]["sha256"]
+    qweights = [k for k in weights["train"] if k.endswith("qweight")]
+    assert qweights
+    differing = [k for k in qweights if not (weights["train"][k] == weights["generic"][k]).all()]
+    assert len(differing) > len(qweights) // 2
+
+
+@pytest.mark.slow
+def test_autoawq_backend_writes_a_standard_awq_checkpoint(tmp_path) -> None:
+    from conftest import compose_raw
+    from rich.console import Console
+
+    from trainer.config import to_typed
+    from trainer.pipeline import StageContext
+    from trainer.runtimes import score_in_fresh_process
+    from trainer.stages import data as data_stage
+
+    cfg = to_typed(compose_raw(["data.calibration.samples=24"]))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    data_stage.run(StageContext(cfg, tmp_path, data_dir, Console(quiet=True)))
+    calibration, digest = quantize_stage.calibration_rows(data_dir)
+    spec = cfg.quantize.artifacts["awq-w4g128-autoawq"]
+    out = tmp_path / "awq"
+    quantize_stage.build(cfg, "awq-w4g128-autoawq", spec, ASSETS / "tiny-base", out, calibration, digest)
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert (
+        config["quant_method"] == "awq"
+        and config["zero_point"] is True
+        and config["version"].lower() == "gemm"
+    )
+    assert all(p.stat().st_mode & 0o044 for p in out.glob("*.safetensors"))
+    assert (out / "tokenizer_config.json").exists()
+    scored = score_in_fresh_process(
+        "gptqmodel", out, ASSETS / "support-fr" / "eval.jsonl", samples=1, max_new_tokens=8
+    )
+    assert 1 < scored["perplexity"] < 1e7 and scored["tokens"] > 1000

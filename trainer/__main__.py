@@ -11,11 +11,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich import get_console
+from rich.table import Table
 from rich.text import Text
 
-from trainer.config import register_schema, to_typed
+from trainer.config import GateMode, register_schema, to_typed
 from trainer.errors import TrainerError
 from trainer.pipeline import Runner, summary_table
+from trainer.stages.export import publish
 
 log = logging.getLogger("trainer")
 
@@ -34,6 +36,32 @@ def key_metric(run_dir: Path) -> float | None:
     return min(values) if values else None
 
 
+def gate_failures(run_dir: Path) -> list[str]:
+    results = run_dir / "evaluate" / "results.json"
+    return json.loads(results.read_text())["failed"] if results.exists() else []
+
+
+def report_table(run_dir: Path) -> Table:
+    table = Table(title=f"report: {run_dir / 'report.json'}")
+    for column in ("artifact", "format", "runtime", "size MB", "perplexity", "Δ vs merged", "gate"):
+        table.add_column(
+            column, justify="right" if column in ("size MB", "perplexity", "Δ vs merged") else "left"
+        )
+    for a in json.loads((run_dir / "report.json").read_text())["artifacts"]:
+        delta = "" if a["delta_pct"] is None else f"{a['delta_pct']:+.2f}%"
+        verdict = {True: "[green]pass[/]", False: "[red]fail[/]", None: ""}[a["passed_gate"]]
+        table.add_row(
+            a["name"],
+            a["format"],
+            a["runtime"],
+            f"{a['size_bytes'] / 1e6:.1f}",
+            f"{a['perplexity']:.3f}",
+            delta,
+            verdict,
+        )
+    return table
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(raw_cfg: DictConfig) -> float | None:
     console = get_console()
@@ -50,6 +78,20 @@ def main(raw_cfg: DictConfig) -> float | None:
     if unbuilt:
         console.print(Text.assemble(("stopped: ", "yellow"), unbuilt[0].note), soft_wrap=True)
         sys.exit(3)
+    if (run_dir / "export" / "DONE.json").exists():
+        publish(run_dir)
+        console.print(report_table(run_dir))
+    failed = gate_failures(run_dir)
+    if failed and cfg.eval.gate is GateMode.fail:
+        console.print(
+            Text.assemble(
+                ("quality gate failed: ", "bold red"),
+                f"{', '.join(failed)} lost more than eval.max_delta_pct={cfg.eval.max_delta_pct}% against merged "
+                "BF16 (set eval.gate=warn to accept)",
+            ),
+            soft_wrap=True,
+        )
+        sys.exit(4)
     return key_metric(run_dir)
 
 

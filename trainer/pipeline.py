@@ -178,15 +178,17 @@ class Runner:
     def _execute(self, stage: Stage, reason: str) -> StageResult:
         self.console.rule(f"[bold]stage {stage.value}[/bold] [dim]({reason})[/dim]")
         partial = self.run_dir / f".{stage.value}.partial"
+        # What the partial folder was started for, kept beside it so the stage's files stay its own.
+        identity_file = self.run_dir / f".{stage.value}.identity"
         identity = json.dumps([fingerprint(self.raw_cfg, stage), self._upstream_ids(stage)])
-        resumable = stage in RESUMABLE and (partial / "IDENTITY").exists()
-        if resumable and (partial / "IDENTITY").read_text() != identity:
+        resumable = stage in RESUMABLE and partial.exists() and identity_file.exists()
+        if resumable and identity_file.read_text() != identity:
             log.warning("discarding the partial %s: its config or inputs changed since", stage.value)
             resumable = False
         if partial.exists() and not resumable:
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
-        (partial / "IDENTITY").write_text(identity)
+        identity_file.write_text(identity)
         context = StageContext(self.cfg, self.run_dir, partial, self.console)
         started = time.time()
         try:
@@ -204,7 +206,6 @@ class Runner:
             "seconds": round(seconds, 3),
             "summary": summary,
         }
-        (partial / "IDENTITY").unlink()
         write_json_atomic(partial / MARKER, marker)
         final = self.run_dir / stage.value
         if final.exists():
@@ -212,6 +213,7 @@ class Runner:
             os.rename(final, old)
             shutil.rmtree(old)
         os.rename(partial, final)
+        identity_file.unlink()
         _fsync_dir(self.run_dir)
         log.info("stage %s done in %.1f s", stage.value, seconds)
         return StageResult(stage, "done", seconds, summary=summary)

@@ -1,12 +1,324 @@
-"""Export packages: not built yet (issue #7). The runner stops here and says so."""
+"""The export stage: deployable packages, the report and the manifest.
+
+`export/<artifact>/` holds the weights with tokenizer, chat template and generation config,
+and a model card with the measured table. `report.json` (the contract in
+docs/ARCHITECTURE.md), `report.md`, `report.png` and `manifest.json` are written inside the
+stage folder and published to the run root once the stage is done, so a report at the root
+always describes a finished export.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from enum import Enum
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-from trainer.errors import StageNotBuilt
+from trainer.config import Stage, TrainerConfig
 from trainer.pipeline import StageContext
+
+PUBLISHED = ("report.json", "report.md", "report.png", "manifest.json")
+LIBRARIES = (
+    "trainer",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "accelerate",
+    "bitsandbytes",
+    "gptqmodel",
+    "llama_cpp_python",
+    "hydra-core",
+)
+SECRET_KEY = re.compile(r"token|secret|password|api[_-]?key|credential", re.IGNORECASE)
+SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9]{20,})\b")
+
+
+def scrub(value: Any) -> Any:
+    """The config as plain data, with anything that looks like a secret replaced."""
+    if dataclasses.is_dataclass(value):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: "<redacted>" if SECRET_KEY.search(str(k)) else scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, str):
+        return SECRET_VALUE.sub("<redacted>", value)
+    return value
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def package(source: Path, target: Path) -> None:
+    """The artifact's files (weights, tokenizer, chat template, generation config), readable by all."""
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for file in files:
+        relative = file.name if source.is_file() else file.relative_to(source)
+        if str(relative).startswith(".") or relative.name in ("quant_log.csv",):
+            continue
+        link_or_copy(file, target / relative)
+        os.chmod(target / relative, 0o644)
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def git_revision() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True
+        )
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def table_markdown(artifacts: list[dict[str, Any]]) -> str:
+    lines = [
+        "| artifact | format | runtime | size (MB) | perplexity | Δ vs merged | gate |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for a in artifacts:
+        delta = "" if a["delta_pct"] is None else f"{a['delta_pct']:+.2f}%"
+        passed = {True: "pass", False: "**fail**", None: ""}[a["passed_gate"]]
+        lines.append(
+            f"| {a['name']} | {a['format']} | {a['runtime']} | {a['size_bytes'] / 1e6:.1f} | "
+            f"{a['perplexity']:.3f} | {delta} | {passed} |"
+        )
+    return "\n".join(lines)
+
+
+def model_card(
+    cfg: TrainerConfig, artifact: dict[str, Any], report: dict[str, Any], files: dict[str, str]
+) -> str:
+    name, fmt = artifact["name"], artifact["format"]
+    usage = {
+        "hf-bf16": (
+            "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+            "tokenizer = AutoTokenizer.from_pretrained('.')\nmodel = AutoModelForCausalLM.from_pretrained('.')\n```\n\n"
+            "vLLM: `vllm serve .`"
+        ),
+        "gptq": (
+            "```python\nfrom gptqmodel import GPTQModel\nmodel = GPTQModel.load('.')\n```\n\n"
+            "transformers (with gptqmodel installed): `AutoModelForCausalLM.from_pretrained('.')`; vLLM: `vllm serve .`"
+        ),
+        "awq": (
+            "```python\nfrom gptqmodel import GPTQModel\nmodel = GPTQModel.load('.')\n```\n\n"
+            "vLLM: `vllm serve . --quantization awq`; transformers reads the AWQ `quantization_config` too."
+        ),
+        "gguf": (
+            "llama.cpp: `llama-cli -m <file>.gguf -cnv`\n\nllama-cpp-python: "
+            "`Llama('<file>.gguf').create_chat_completion(...)`\n\nOllama: `ollama create my-model -f Modelfile`"
+        ),
+    }[fmt]
+    calibration = report["calibration"]
+    merge = report["merge"]
+    file_lines = "\n".join(f"- `{f}` sha256 `{h}`" for f, h in sorted(files.items()))
+    settings = artifact.get("settings") or {}
+    return f"""# {report["recipe"]}: {name} ({fmt})
+
+Fine-tuned from `{report["base_model"]}` with QLoRA by `trainer`, recipe `{report["recipe"]}`.
+
+- Data: `{cfg.data.path}` (eval: `{cfg.data.eval_path or "split from the data"}`)
+- LoRA: r={cfg.lora.r}, alpha={cfg.lora.alpha}, targets {list(cfg.lora.target_modules)}, rsLoRA={cfg.lora.use_rslora}, DoRA={cfg.lora.use_dora}
+- Merge base: {merge["base"]} ({merge.get("reason", "")})
+- Calibration: {calibration["source"]}, {calibration["samples"]} samples, {calibration["tokens"]} tokens
+- Quantization settings: {json.dumps(settings) if settings else "none (BF16)"}
+- Size: {artifact["size_bytes"] / 1e6:.1f} MB
+
+## Measured (perplexity on the assistant tokens of the held-out eval split)
+
+{table_markdown(report["artifacts"])}
+
+## Usage
+
+{usage}
+
+## Files
+
+{file_lines}
+"""
+
+
+def report_png(report: dict[str, Any], loss_curve: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    artifacts = report["artifacts"]
+    names = [a["name"] for a in artifacts]
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colors = ["tab:red" if a["passed_gate"] is False else "tab:blue" for a in artifacts]
+    axes[0].bar(names, [a["perplexity"] for a in artifacts], color=colors)
+    axes[0].set_title("eval perplexity (assistant tokens)")
+    axes[0].set_yscale("log")
+    axes[1].bar(names, [a["size_bytes"] / 1e6 for a in artifacts], color="tab:gray")
+    axes[1].set_title("size (MB)")
+    for ax in axes[:2]:
+        ax.tick_params(axis="x", rotation=30)
+    if loss_curve:
+        axes[2].plot([p["step"] for p in loss_curve], [p["loss"] for p in loss_curve])
+    axes[2].set_title("training loss")
+    axes[2].set_xlabel("step")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def exported_path(result: dict[str, Any]) -> str:
+    """Relative to the run dir; the base stays where the config names it."""
+    if result["name"] == "base":
+        return str(result["dir"])
+    source = Path(result["dir"])
+    suffix = f"/{source.name}" if source.is_file() else ""
+    return f"{Stage.export.value}/{result['name']}{suffix}"
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    raise StageNotBuilt("export", issue=7)
+    cfg, run_dir, out = ctx.cfg, ctx.run_dir, ctx.out_dir
+    evaluated = json.loads((ctx.stage_dir(Stage.evaluate) / "results.json").read_text())
+    stats = json.loads((ctx.stage_dir(Stage.data) / "stats.json").read_text())
+    merge_info = json.loads((ctx.stage_dir(Stage.merge) / "info.json").read_text())
+    training = json.loads((ctx.stage_dir(Stage.train) / "metrics.json").read_text())
+    artifacts = []
+    for result in evaluated["results"]:
+        target = out / result["name"]
+        if result["name"] != "base":
+            source = Path(result["dir"])
+            package(source.parent if source.is_file() else source, target)  # a GGUF comes with its Modelfile
+        settings = None
+        info_path = ctx.stage_dir(Stage.quantize) / result["name"] / "quantize_info.json"
+        if info_path.exists():
+            settings = json.loads(info_path.read_text()).get("settings")
+        artifacts.append(
+            {
+                "name": result["name"],
+                "format": result["format"],
+                "path": exported_path(result),
+                "size_bytes": result["size_bytes"],
+                "perplexity": result["perplexity"],
+                "delta_pct": result["delta_pct"],
+                "runtime": result["runtime"],
+                "passed_gate": result["passed_gate"],
+                "tokens": result["tokens"],
+                "replies": result["replies"],
+                "settings": settings,
+            }
+        )
+    report = {
+        "recipe": cfg.name,
+        "base_model": cfg.model.name_or_path,
+        "calibration": {
+            "source": stats["calibration"]["source"],
+            "samples": stats["calibration"]["samples"],
+            "tokens": stats["calibration"]["tokens"],
+            "path": stats["calibration"]["path"],
+            "sha256": stats["calibration"]["sha256"],
+        },
+        "merge": {
+            "base": merge_info["base"],
+            "reason": merge_info["reason"],
+            "eval_loss": merge_info["eval_loss"],
+        },
+        "training": {
+            "eval_loss_before": training["eval_loss_before"],
+            "eval_loss_after": training["eval_loss_after"],
+            "steps": training["global_step"],
+        },
+        "metric": evaluated["metric"],
+        "eval_tokens": evaluated["tokens"],
+        "gate": {
+            "mode": evaluated["gate"],
+            "max_delta_pct": evaluated["max_delta_pct"],
+            "failed": evaluated["failed"],
+        },
+        "artifacts": artifacts,
+    }
+    for artifact in artifacts:
+        if artifact["name"] == "base":
+            continue
+        folder = out / artifact["name"]
+        files = {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+        (folder / "README.md").write_text(model_card(cfg, artifact, report, files), encoding="utf-8")
+    (out / "report.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    (out / "report.md").write_text(
+        f"# Run report: {cfg.name}\n\nBase `{cfg.model.name_or_path}`; merge base {merge_info['base']}; "
+        f"calibration {report['calibration']['source']} ({report['calibration']['samples']} samples, "
+        f"{report['calibration']['tokens']} tokens); {evaluated['tokens']} eval tokens scored per model.\n\n"
+        f"{table_markdown(artifacts)}\n\n![report](report.png)\n",
+        encoding="utf-8",
+    )
+    report_png(report, training.get("train_loss_curve", []), out / "report.png")
+    manifest_files = {}
+    for path in sorted(run_dir.rglob("*")):
+        relative = path.relative_to(run_dir)
+        if not path.is_file() or any(
+            part.startswith(".") and part != ".hydra" for part in relative.parts[:1]
+        ):
+            continue
+        if relative.parts[0] in PUBLISHED or path.suffix == ".log":  # logs keep growing after the manifest
+            continue
+        manifest_files[str(relative)] = {"sha256": sha256(path), "size_bytes": path.stat().st_size}
+    for path in sorted(out.rglob("*")):
+        if path.is_file():
+            relative = Path(Stage.export.value) / path.relative_to(out)
+            manifest_files[str(relative)] = {"sha256": sha256(path), "size_bytes": path.stat().st_size}
+    manifest = {
+        "recipe": cfg.name,
+        "git_revision": git_revision(),
+        "versions": versions(),
+        "config": scrub(cfg),
+        "files": manifest_files,
+    }
+    (out / "manifest.json").write_text(
+        json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return {"artifacts": len(artifacts) - 1, "files": len(manifest_files)}
+
+
+def publish(run_dir: Path) -> None:
+    """Put the finished export's report and manifest at the run root, each by an atomic replace."""
+    export = run_dir / Stage.export.value
+    for name in PUBLISHED:
+        source = export / name
+        if source.exists():
+            tmp = run_dir / f".{name}.tmp"
+            shutil.copy2(source, tmp)
+            os.replace(tmp, run_dir / name)

@@ -133,10 +133,10 @@ def merge_into(
     quant_type: str,
     double_quant: bool,
 ) -> dict[str, Any]:
-    """Write the merged BF16 safetensors shards (and index) of one base into out_dir."""
+    """Write the merged BF16 safetensors shards (and index) of one base into out_dir, a tensor at a time."""
     import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+
+    from trainer.safetensors_stream import DTYPES, ShardReader, ShardWriter
 
     lora, replaced, scaling = read_adapter(adapter_dir)
     pending = set(lora) | set(replaced)
@@ -145,28 +145,29 @@ def merge_into(
     weight_map: dict[str, str] = {}
     total_size = 0
     for shard in shards:
-        tensors: dict[str, Any] = {}
-        with safe_open(checkpoint / shard, framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 - safe_open is no dict
-                tensor = handle.get_tensor(key)
-                module = key.removesuffix(".weight")
-                if key in replaced:
-                    tensor = replaced[key]
-                    pending.discard(key)
-                elif (
-                    key.endswith(".weight") and module in quantized_modules and base is MergeBase.dequantized
-                ):
-                    tensor = nf4_roundtrip(tensor.to(source_dtype), quant_type, double_quant)
-                if key.endswith(".weight") and module in lora:
-                    tensor = merged_weight(tensor, lora[module], scaling)
-                    pending.discard(module)
-                if tensor.is_floating_point():
-                    tensor = tensor.to(torch.bfloat16)
-                tensors[key] = tensor.contiguous()
-                weight_map[key] = shard
-                total_size += tensor.numel() * tensor.element_size()
-        save_file(tensors, out_dir / shard, metadata={"format": "pt"})
-        del tensors
+        reader = ShardReader(checkpoint / shard)
+        keys = reader.keys()
+        layout = {}
+        for key in keys:
+            dtype = DTYPES[reader.entries[key]["dtype"]]
+            layout[key] = (torch.bfloat16 if dtype.is_floating_point else dtype, reader.entries[key]["shape"])
+        writer = ShardWriter(out_dir / shard, layout, {"format": "pt"})
+        for key in keys:
+            tensor = reader.read(key)
+            module = key.removesuffix(".weight")
+            if key in replaced:
+                tensor = replaced[key]
+                pending.discard(key)
+            elif key.endswith(".weight") and module in quantized_modules and base is MergeBase.dequantized:
+                tensor = nf4_roundtrip(tensor.to(source_dtype), quant_type, double_quant)
+            if key.endswith(".weight") and module in lora:
+                tensor = merged_weight(tensor, lora[module], scaling)
+                pending.discard(module)
+            writer.write(key, tensor.to(layout[key][0]))
+            weight_map[key] = shard
+            del tensor
+        writer.close()
+        total_size += writer.nbytes
     if pending:
         raise TrainerError(
             f"adapter modules not found in the base checkpoint {checkpoint}: {sorted(pending)[:5]}"
@@ -189,6 +190,9 @@ def write_model_files(checkpoint: Path, adapter_dir: Path, out_dir: Path) -> Non
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     tokenizer.save_pretrained(out_dir)
+    # transformers 5 saves no SentencePiece model; llama.cpp's converter needs it for the token scores.
+    if (checkpoint / "tokenizer.model").exists() and not (out_dir / "tokenizer.model").exists():
+        shutil.copy2(checkpoint / "tokenizer.model", out_dir / "tokenizer.model")
     if (checkpoint / "generation_config.json").exists():
         generation = GenerationConfig.from_pretrained(checkpoint)
     else:

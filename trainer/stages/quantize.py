@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import ArtifactConfig, QuantFormat, Stage, TrainerConfig
-from trainer.errors import ConfigError, StageNotBuilt
+from trainer.errors import ConfigError
 from trainer.pipeline import StageContext
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,13 @@ def check_artifact(
 ) -> None:
     key = f"quantize.artifacts.{name}"
     if spec.format is QuantFormat.gguf:
-        raise StageNotBuilt(f"quantize ({name}: gguf)", issue=6)
-    if spec.format is QuantFormat.awq and spec.backend == "autoawq":
-        raise StageNotBuilt(f"quantize ({name}: AutoAWQ backend)", issue=5)
+        from trainer.gguf import check_gguf_type
+
+        try:
+            check_gguf_type(spec.gguf_type, spec.imatrix)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}.gguf_type: {exc}") from exc
+        return
     if spec.format in BITS:
         allowed = BITS[spec.format]
         if spec.bits not in allowed:
@@ -114,6 +118,31 @@ def gptqmodel_quantize(
     model.save(str(out))
 
 
+def autoawq_quantize(merged: Path, out: Path, spec: ArtifactConfig, calibration: list[list[int]]) -> None:
+    """AWQ through AutoAWQ (archived upstream, kept as a second opinion), fed the same token ids."""
+    from awq import AutoAWQForCausalLM
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    model = AutoAWQForCausalLM.from_pretrained(str(merged))
+    model.quantize(
+        tokenizer,
+        quant_config={
+            "zero_point": not spec.sym,
+            "q_group_size": spec.group_size,
+            "w_bit": spec.bits,
+            "version": "GEMM",
+        },
+        calib_data=calibration,
+        n_parallel_calib_samples=None,
+        max_calib_samples=len(calibration),
+        max_calib_seq_len=max(len(ids) for ids in calibration),
+    )
+    model.save_quantized(str(out))
+    for weights in out.glob("*.safetensors"):
+        weights.chmod(0o644)  # AutoAWQ writes them owner-only
+
+
 def write_tokenizer_files(merged: Path, out: Path) -> None:
     from transformers import AutoTokenizer
 
@@ -124,20 +153,49 @@ def write_tokenizer_files(merged: Path, out: Path) -> None:
 
 
 def build(
-    cfg: TrainerConfig, name: str, spec: ArtifactConfig, merged: Path, out: Path, calib, calib_hash
-) -> dict:
+    cfg: TrainerConfig,
+    name: str,
+    spec: ArtifactConfig,
+    merged: Path,
+    out: Path,
+    calib: list[list[int]],
+    calib_hash: str,
+    gguf_work: Path | None = None,
+) -> dict[str, Any]:
+    """One artifact in `out`, with `quantize_info.json`: settings, calibration hash, seconds."""
     from trainer.stages.train import pick_device
 
     device = pick_device(cfg.hardware)
     started = time.time()
-    gptqmodel_quantize(merged, out, spec, calib, device)
-    write_tokenizer_files(merged, out)
+    extra: dict[str, Any] = {}
+    if spec.format is QuantFormat.gguf:
+        from trainer.gguf import build_gguf
+
+        built = build_gguf(
+            merged,
+            out,
+            spec,
+            calib,
+            gguf_work or out.parent / "gguf-work",
+            model_name=cfg.name,
+            calibration_source="data/calibration.jsonl",
+        )
+        extra = {"model_file": built["file"], "gguf": built}
+        settings: dict[str, Any] = {"gguf_type": spec.gguf_type, "imatrix": spec.imatrix}
+    else:
+        if spec.format is QuantFormat.awq and spec.backend == "autoawq":
+            autoawq_quantize(merged, out, spec, calib)
+        else:
+            gptqmodel_quantize(merged, out, spec, calib, device)
+        write_tokenizer_files(merged, out)
+        settings = {
+            k: getattr(spec, k) for k in ("bits", "group_size", "sym", "desc_act", "damp_percent", "backend")
+        }
     info = {
         "name": name,
         "format": spec.format.value,
-        "settings": {
-            k: getattr(spec, k) for k in ("bits", "group_size", "sym", "desc_act", "damp_percent", "backend")
-        },
+        **extra,
+        "settings": settings,
         "calibration": {"sha256": calib_hash, "samples": len(calib), "tokens": sum(len(c) for c in calib)},
         "seconds": round(time.time() - started, 2),
         "device": device,

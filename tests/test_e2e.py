@@ -1,0 +1,118 @@
+"""The whole command on the embedded default, end to end, with real components throughout.
+
+One run (fewer training steps than the default, the rest as shipped) feeds every check:
+the report against its schema, the manifest against the files, the skip on re-run, and the
+quality gate's exit code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_trainer
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+ARGS = ["recipe=support-fr", "train.max_steps=40", "train.eval_steps=20", "train.save_steps=20"]
+ARTIFACT_KEYS = {"name", "format", "path", "size_bytes", "perplexity", "delta_pct", "runtime", "passed_gate"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    cwd = tmp_path_factory.mktemp("e2e")
+    run_dir = cwd / "run"
+    result = run_trainer([*ARGS, f"hydra.run.dir={run_dir}"], cwd=cwd, timeout=1800)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return cwd, run_dir, result.stdout
+
+
+def test_report_follows_the_contract(run: tuple[Path, Path, str]) -> None:
+    _, run_dir, stdout = run
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["recipe"] == "support-fr"
+    assert report["base_model"].endswith("tiny-base")
+    assert {"source", "samples", "tokens", "path"} <= set(report["calibration"])
+    assert report["calibration"]["source"] == "train" and report["calibration"]["samples"] == 128
+    assert (run_dir / report["calibration"]["path"]).exists()
+    assert report["merge"]["base"] in ("original", "dequantized")
+    names = [a["name"] for a in report["artifacts"]]
+    assert names == ["base", "merged", "gptq-w4g128", "awq-w4g128", "gguf-q4_k_m", "gguf-q4_k_m-noimatrix"]
+    for artifact in report["artifacts"]:
+        assert set(artifact) >= ARTIFACT_KEYS
+        assert artifact["format"] in ("hf-bf16", "gptq", "awq", "gguf")
+        assert artifact["perplexity"] > 1
+        if artifact["name"] != "base":
+            assert (run_dir / artifact["path"]).exists(), artifact["path"]
+            assert artifact["size_bytes"] > 0
+    merged = report["artifacts"][1]
+    assert merged["delta_pct"] == 0
+    base = report["artifacts"][0]
+    assert merged["perplexity"] < base["perplexity"] / 10  # the adapter learned the domain
+    for artifact in report["artifacts"][2:]:
+        assert artifact["delta_pct"] == pytest.approx(
+            (artifact["perplexity"] / merged["perplexity"] - 1) * 100
+        )
+        assert artifact["passed_gate"] is True
+        assert artifact["replies"] and all(r["reply"] for r in artifact["replies"])
+    assert (run_dir / "report.md").read_text().count("|") > 20
+    assert (run_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "report:" in stdout and "gptq" in stdout
+
+
+def test_exported_packages_are_complete(run: tuple[Path, Path, str]) -> None:
+    _, run_dir, _ = run
+    report = json.loads((run_dir / "report.json").read_text())
+    for artifact in report["artifacts"][1:]:
+        folder = run_dir / "export" / artifact["name"]
+        for name in ("tokenizer_config.json", "chat_template.jinja", "generation_config.json", "README.md"):
+            assert (folder / name).exists(), (artifact["name"], name)
+        card = (folder / "README.md").read_text()
+        assert "Calibration: train" in card and "perplexity" in card and artifact["name"] in card
+        if artifact["format"] in ("gptq", "awq"):
+            config = json.loads((folder / "config.json").read_text())["quantization_config"]
+            assert config["quant_method"] == artifact["format"] and config["bits"] == 4
+            if artifact["format"] == "awq":
+                assert config["zero_point"] is True and config["version"] == "gemm"
+        if artifact["format"] == "gguf":
+            gguf = run_dir / artifact["path"]
+            assert gguf.suffix == ".gguf" and gguf.read_bytes()[:4] == b"GGUF"
+            modelfile = (folder / "Modelfile").read_text()
+            assert f"FROM ./{gguf.name}" in modelfile and 'PARAMETER stop "<|end|>"' in modelfile
+
+
+def test_manifest_hashes_match_the_files(run: tuple[Path, Path, str]) -> None:
+    _, run_dir, _ = run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["versions"]["torch"] and manifest["versions"]["transformers"]
+    assert manifest["config"]["name"] == "support-fr"
+    files = manifest["files"]
+    assert "export/merged/model.safetensors" in files and "data/calibration.jsonl" in files
+    for relative, entry in files.items():
+        assert hashlib.sha256((run_dir / relative).read_bytes()).hexdigest() == entry["sha256"], relative
+
+
+def test_rerun_skips_every_done_stage(run: tuple[Path, Path, str]) -> None:
+    cwd, run_dir, _ = run
+    before = json.loads((run_dir / "train" / "DONE.json").read_text())["run_id"]
+    again = run_trainer([*ARGS, f"hydra.run.dir={run_dir}"], cwd=cwd)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for stage in ("data", "train", "merge", "quantize", "evaluate", "export"):
+        assert f"stage {stage}: done, skipped" in again.stdout
+    assert json.loads((run_dir / "train" / "DONE.json").read_text())["run_id"] == before
+
+
+def test_quality_gate_sets_the_exit_code(run: tuple[Path, Path, str]) -> None:
+    cwd, run_dir, _ = run
+    strict = run_trainer([*ARGS, "eval.max_delta_pct=0", f"hydra.run.dir={run_dir}"], cwd=cwd)
+    assert strict.returncode == 4, strict.stdout + strict.stderr
+    assert "quality gate failed" in strict.stdout and "stage train: done, skipped" in strict.stdout
+    report = json.loads((run_dir / "report.json").read_text())
+    quantized = report["artifacts"][2:]
+    assert [a["passed_gate"] for a in quantized] == [a["delta_pct"] <= 0 for a in quantized]
+    assert report["gate"]["failed"] == [a["name"] for a in quantized if a["delta_pct"] > 0]
+    assert report["gate"]["failed"], "no artifact lost quality: the gate test proves nothing"
+    warn = run_trainer([*ARGS, "eval.max_delta_pct=0", "eval.gate=warn", f"hydra.run.dir={run_dir}"], cwd=cwd)
+    assert warn.returncode == 0, warn.stdout + warn.stderr
