@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from trainer.config import ArtifactConfig, CalibrationSource, QuantFormat, to_typed
+from trainer.config import ArtifactConfig, CalibrationSource, QuantFormat, TrainerConfig, to_typed
 from trainer.runtimes import score_in_fresh_process
 from trainer.stages import quantize as quantize_stage
 from trainer.stages.data import draw_calibration, write_jsonl
@@ -33,7 +33,9 @@ RUNTIME = {QuantFormat.gptq: "gptqmodel", QuantFormat.awq: "gptqmodel", QuantFor
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-calibration"))
@@ -42,14 +44,14 @@ def main() -> None:
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
-    from trainer.config import register_schema
-
-    register_schema()
-    cfg = to_typed(OmegaConf.load(args.run_dir / ".hydra" / "config.yaml"))
+    saved = OmegaConf.load(args.run_dir / ".hydra" / "config.yaml")
+    cfg = to_typed(OmegaConf.merge(OmegaConf.structured(TrainerConfig), saved))
     merged = args.run_dir / "merge" / "model"
     eval_jsonl = args.run_dir / "data" / "eval.jsonl"
     tokenizer = AutoTokenizer.from_pretrained(merged)
-    train_rows = [json.loads(line) for line in (args.run_dir / "data" / "train.jsonl").read_text().splitlines()]
+    train_rows = [
+        json.loads(line) for line in (args.run_dir / "data" / "train.jsonl").read_text().splitlines()
+    ]
     eval_rows = [json.loads(line) for line in eval_jsonl.read_text().splitlines()]
     train_texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in train_rows]
     eval_texts = {tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in eval_rows}
@@ -65,9 +67,13 @@ def main() -> None:
             digest = write_jsonl(folder / "calibration.jsonl", samples)
             ids = [s["input_ids"] for s in samples]
             for name, spec in ARTIFACTS.items():
-                info = quantize_stage.build(cfg, name, spec, merged, folder / name, ids, digest, folder / "gguf-work")
+                info = quantize_stage.build(
+                    cfg, name, spec, merged, folder / name, ids, digest, folder / "gguf-work"
+                )
                 target = folder / name / info["model_file"] if info.get("model_file") else folder / name
-                scored = score_in_fresh_process(RUNTIME[spec.format], target, eval_jsonl, samples=0, tokenizer_dir=merged)
+                scored = score_in_fresh_process(
+                    RUNTIME[spec.format], target, eval_jsonl, samples=0, tokenizer_dir=merged
+                )
                 row = {
                     "source": source.value,
                     "seed": seed,
