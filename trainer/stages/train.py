@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -287,8 +288,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "quantized_from_dtype": dtype.value,
     }
     (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    import shutil
-
     shutil.rmtree(checkpoints, ignore_errors=True)
     metrics_path.unlink()
     log.info("eval loss %.4f -> %.4f in %d steps", before, after, state.global_step)
