@@ -66,6 +66,7 @@ from transformers import (
 )
 
 from trainer.generic_corpus import load_generic_corpus
+from trainer.gguf import added_tokens_decoder_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "trainer" / "assets" / "tiny-base"
@@ -235,17 +236,7 @@ def declare_added_tokens(directory: Path, tokenizer: PreTrainedTokenizerBase) ->
     """
     path = directory / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    config["added_tokens_decoder"] = {
-        str(token_id): {
-            "content": token.content,
-            "lstrip": token.lstrip,
-            "normalized": token.normalized,
-            "rstrip": token.rstrip,
-            "single_word": token.single_word,
-            "special": token.special,
-        }
-        for token_id, token in sorted(tokenizer.added_tokens_decoder.items())
-    }
+    config["added_tokens_decoder"] = added_tokens_decoder_json(tokenizer)
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

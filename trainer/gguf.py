@@ -215,6 +215,22 @@ def _spm_style_bpe(tokenizer_json: Path) -> bool:
 # 1. conversion
 
 
+def added_tokens_decoder_json(tokenizer: Any) -> dict[str, dict[str, Any]]:
+    """The `added_tokens_decoder` field of tokenizer_config.json, which transformers 5 no longer
+    writes and llama.cpp's converter needs to type the chat markers as control tokens."""
+    return {
+        str(index): {
+            "content": token.content,
+            "lstrip": token.lstrip,
+            "normalized": token.normalized,
+            "rstrip": token.rstrip,
+            "single_word": token.single_word,
+            "special": token.special,
+        }
+        for index, token in sorted(tokenizer.added_tokens_decoder.items())
+    }
+
+
 def _prepare_source(merged_dir: Path, folder: Path, tokenizer: Any, tokenizer_model: Path | None) -> None:
     """Symlink the checkpoint into `folder`, with the tokenizer config and chat template rewritten."""
     rewritten = {"tokenizer_config.json", "chat_template.jinja", "chat_template.json", "tokenizer.model"}
@@ -234,17 +250,7 @@ def _prepare_source(merged_dir: Path, folder: Path, tokenizer: Any, tokenizer_mo
         )
     config = _read_json(merged_dir / "tokenizer_config.json") or {}
     config.pop("chat_template", None)
-    config["added_tokens_decoder"] = {
-        str(index): {
-            "content": token.content,
-            "lstrip": token.lstrip,
-            "normalized": token.normalized,
-            "rstrip": token.rstrip,
-            "single_word": token.single_word,
-            "special": token.special,
-        }
-        for index, token in sorted(tokenizer.added_tokens_decoder.items())
-    }
+    config["added_tokens_decoder"] = added_tokens_decoder_json(tokenizer)
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), "utf-8")
     template = tokenizer.chat_template
     if isinstance(template, str):
