@@ -67,9 +67,7 @@ def main() -> None:
             digest = write_jsonl(folder / "calibration.jsonl", samples)
             ids = [s["input_ids"] for s in samples]
             for name, spec in ARTIFACTS.items():
-                info = quantize_stage.build(
-                    cfg, name, spec, merged, folder / name, ids, digest, folder / "gguf-work"
-                )
+                info = quantize_stage.build(cfg, name, spec, merged, folder / name, ids, digest)
                 target = folder / name / info["model_file"] if info.get("model_file") else folder / name
                 scored = score_in_fresh_process(
                     RUNTIME[spec.format], target, eval_jsonl, samples=0, tokenizer_dir=merged

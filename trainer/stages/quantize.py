@@ -160,7 +160,6 @@ def build(
     out: Path,
     calib: list[list[int]],
     calib_hash: str,
-    gguf_work: Path | None = None,
 ) -> dict[str, Any]:
     """One artifact in `out`, with `quantize_info.json`: settings, calibration hash, seconds."""
     from trainer.stages.train import pick_device
@@ -176,7 +175,7 @@ def build(
             out,
             spec,
             calib,
-            gguf_work or out.parent / "gguf-work",
+            out.parent / "gguf-work",  # the 16-bit GGUF and imatrix, shared by this run's GGUF artifacts
             model_name=cfg.name,
             calibration_source="data/calibration.jsonl",
         )
