@@ -83,15 +83,20 @@ def test_exported_packages_are_complete(run: tuple[Path, Path, str]) -> None:
             assert f"FROM ./{gguf.name}" in modelfile and 'PARAMETER stop "<|end|>"' in modelfile
 
 
+def assert_manifest_matches(run_dir: Path) -> dict:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for relative, entry in manifest["files"].items():
+        assert hashlib.sha256((run_dir / relative).read_bytes()).hexdigest() == entry["sha256"], relative
+    return manifest
+
+
 def test_manifest_hashes_match_the_files(run: tuple[Path, Path, str]) -> None:
     _, run_dir, _ = run
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = assert_manifest_matches(run_dir)
     assert manifest["versions"]["torch"] and manifest["versions"]["transformers"]
     assert manifest["config"]["name"] == "support-fr"
     files = manifest["files"]
     assert "export/merged/model.safetensors" in files and "data/calibration.jsonl" in files
-    for relative, entry in files.items():
-        assert hashlib.sha256((run_dir / relative).read_bytes()).hexdigest() == entry["sha256"], relative
 
 
 def test_rerun_skips_every_done_stage(run: tuple[Path, Path, str]) -> None:
@@ -116,3 +121,4 @@ def test_quality_gate_sets_the_exit_code(run: tuple[Path, Path, str]) -> None:
     assert report["gate"]["failed"], "no artifact lost quality: the gate test proves nothing"
     warn = run_trainer([*ARGS, "eval.max_delta_pct=0", "eval.gate=warn", f"hydra.run.dir={run_dir}"], cwd=cwd)
     assert warn.returncode == 0, warn.stdout + warn.stderr
+    assert_manifest_matches(run_dir)  # export ran again over the previous one: the manifest is still true

@@ -11,13 +11,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich import get_console
-from rich.table import Table
 from rich.text import Text
 
 from trainer.config import GateMode, register_schema, to_typed
 from trainer.errors import TrainerError
 from trainer.pipeline import Runner, summary_table
-from trainer.stages.export import publish
+from trainer.stages.export import publish, report_table
 
 log = logging.getLogger("trainer")
 
@@ -39,27 +38,6 @@ def key_metric(run_dir: Path) -> float | None:
 def gate_failures(run_dir: Path) -> list[str]:
     results = run_dir / "evaluate" / "results.json"
     return json.loads(results.read_text())["failed"] if results.exists() else []
-
-
-def report_table(run_dir: Path) -> Table:
-    table = Table(title=f"report: {run_dir / 'report.json'}")
-    for column in ("artifact", "format", "runtime", "size MB", "perplexity", "Δ vs merged", "gate"):
-        table.add_column(
-            column, justify="right" if column in ("size MB", "perplexity", "Δ vs merged") else "left"
-        )
-    for a in json.loads((run_dir / "report.json").read_text())["artifacts"]:
-        delta = "" if a["delta_pct"] is None else f"{a['delta_pct']:+.2f}%"
-        verdict = {True: "[green]pass[/]", False: "[red]fail[/]", None: ""}[a["passed_gate"]]
-        table.add_row(
-            a["name"],
-            a["format"],
-            a["runtime"],
-            f"{a['size_bytes'] / 1e6:.1f}",
-            f"{a['perplexity']:.3f}",
-            delta,
-            verdict,
-        )
-    return table
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

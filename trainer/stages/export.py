@@ -10,6 +10,7 @@ always describes a finished export.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -57,6 +58,13 @@ def scrub(value: Any) -> Any:
 
 
 def sha256(path: Path) -> str:
+    """Hashed once per file content on disk: exports are hard links of the stages' files."""
+    stat = path.stat()
+    return _sha256_of(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, str(path))
+
+
+@functools.cache
+def _sha256_of(device: int, inode: int, size: int, mtime_ns: int, path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -107,19 +115,38 @@ def git_revision() -> str | None:
         return None
 
 
-def table_markdown(artifacts: list[dict[str, Any]]) -> str:
-    lines = [
-        "| artifact | format | runtime | size (MB) | perplexity | Δ vs merged | gate |",
-        "|---|---|---|---:|---:|---:|---|",
-    ]
+COLUMNS = ("artifact", "format", "runtime", "size MB", "perplexity", "Δ vs merged", "gate")
+NUMERIC = frozenset({"size MB", "perplexity", "Δ vs merged"})
+
+
+def table_rows(artifacts: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The measured table's cells, shared by report.md, the model cards and the console."""
+    rows = []
     for a in artifacts:
         delta = "" if a["delta_pct"] is None else f"{a['delta_pct']:+.2f}%"
-        passed = {True: "pass", False: "**fail**", None: ""}[a["passed_gate"]]
-        lines.append(
-            f"| {a['name']} | {a['format']} | {a['runtime']} | {a['size_bytes'] / 1e6:.1f} | "
-            f"{a['perplexity']:.3f} | {delta} | {passed} |"
-        )
+        passed = {True: "pass", False: "fail", None: ""}[a["passed_gate"]]
+        size = f"{a['size_bytes'] / 1e6:.1f}"
+        rows.append((a["name"], a["format"], a["runtime"], size, f"{a['perplexity']:.3f}", delta, passed))
+    return rows
+
+
+def table_markdown(artifacts: list[dict[str, Any]]) -> str:
+    aligns = ["---:" if column in NUMERIC else "---" for column in COLUMNS]
+    lines = [f"| {' | '.join(COLUMNS)} |", f"|{'|'.join(aligns)}|"]
+    lines += [f"| {' | '.join(row)} |" for row in table_rows(artifacts)]
     return "\n".join(lines)
+
+
+def report_table(run_dir: Path) -> Any:
+    """The published report as a rich table for the end of the run."""
+    from rich.table import Table
+
+    table = Table(title=f"report: {run_dir / 'report.json'}")
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in NUMERIC else "left")
+    for row in table_rows(json.loads((run_dir / "report.json").read_text())["artifacts"]):
+        table.add_row(*row[:-1], {"pass": "[green]pass[/]", "fail": "[red]fail[/]", "": ""}[row[-1]])
+    return table
 
 
 def model_card(
@@ -289,11 +316,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     manifest_files = {}
     for path in sorted(run_dir.rglob("*")):
         relative = path.relative_to(run_dir)
-        if not path.is_file() or any(
-            part.startswith(".") and part != ".hydra" for part in relative.parts[:1]
-        ):
-            continue
-        if relative.parts[0] in PUBLISHED or path.suffix == ".log":  # logs keep growing after the manifest
+        top = relative.parts[0]
+        # runner internals (.partial, .identity), an earlier export this one replaces (its files are
+        # listed from `out` below), files published from export/, logs that keep growing
+        hidden = top.startswith(".") and top != ".hydra"
+        replaced = top == Stage.export.value
+        if not path.is_file() or hidden or replaced or top in PUBLISHED or path.suffix == ".log":
             continue
         manifest_files[str(relative)] = {"sha256": sha256(path), "size_bytes": path.stat().st_size}
     for path in sorted(out.rglob("*")):
