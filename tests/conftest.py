@@ -18,9 +18,17 @@ ASSETS = REPO / "trainer" / "assets"
 register_schema()
 
 
-def compose_raw(overrides: list[str] | None = None, config_dir: Path | None = None):
+@pytest.fixture(scope="session", autouse=True)
+def private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tests share one data cache of their own, never the user's `~/.cache/trainer`."""
+    folder = tmp_path_factory.mktemp("trainer-cache")
+    os.environ["TRAINER_CACHE_DIR"] = str(folder)
+    return folder
+
+
+def compose_raw(overrides: list[str] | None = None, config_dir: Path | None = None, **options):
     with initialize_config_dir(config_dir=str(config_dir or REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides or [])
+        return compose("config", overrides=overrides or [], **options)
 
 
 def compose_typed(overrides: list[str] | None = None) -> TrainerConfig:

@@ -9,6 +9,7 @@ not exist) are checked by `validate` right after composition.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -30,8 +31,19 @@ def _asset(relative: str) -> str:
     return str(path)
 
 
+def _gpus(wanted: int | None) -> int:
+    """GPUs a sweep launcher gives each job: as set, or one when this machine has a GPU (none without)."""
+    if wanted is not None:
+        return int(wanted)
+    import torch
+
+    return 1 if torch.cuda.is_available() else 0
+
+
 if not OmegaConf.has_resolver("asset"):
     OmegaConf.register_new_resolver("asset", _asset)
+if not OmegaConf.has_resolver("gpus"):
+    OmegaConf.register_new_resolver("gpus", _gpus)
 
 
 class Stage(str, Enum):
@@ -93,6 +105,14 @@ class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+class Distributed(str, Enum):
+    """How training spreads over the processes `accelerate launch` starts (the other stages run once)."""
+
+    none = "none"
+    ddp = "ddp"
+    fsdp = "fsdp"
 
 
 # Every problem the data stage can find in a row; `data.on_problem` maps each to a policy.
@@ -242,6 +262,9 @@ class EvalConfig:
     gate: GateMode = GateMode.fail
     generate_samples: int = 3
     max_new_tokens: int = 64
+    # The perplexity the Hydra entry returns and sweeps rank by (lower is better):
+    # `best_quantized`, `merged`, `base`, or the name of an enabled artifact.
+    key_metric: str = "best_quantized"
 
 
 @dataclass
@@ -249,6 +272,15 @@ class HardwareConfig:
     device: Device = Device.auto
     # Torch CPU threads; unset keeps torch's default.
     num_threads: int | None = None
+    distributed: Distributed = Distributed.none
+    # Ranks the run starts for training itself when no launcher started it (a sweep job given
+    # several GPUs); unset: one per visible GPU when `distributed` is ddp or fsdp.
+    processes: int | None = None
+    # torch.distributed backend; unset picks nccl on CUDA and gloo on CPU.
+    backend: str | None = None
+    # GPUs a sweep launcher (Ray, SLURM) gives each job; unset: one where the launching machine
+    # has a GPU, else none. Set it on a cluster whose head node has no GPU.
+    gpus_per_job: int | None = None
 
 
 @dataclass
@@ -268,10 +300,18 @@ class TrainerConfig:
     force: List[Stage] = field(default_factory=list)  # noqa: UP006
     # Where the run's stages live; unset means Hydra's run directory.
     run_dir: str | None = None
+    # Finished data stages, keyed by the content of their inputs and settings, shared by every
+    # run and sweep job on this machine; null turns the cache off.
+    cache_dir: str | None = None
 
 
 def register_schema() -> None:
     ConfigStore.instance().store(name="trainer_schema", node=TrainerConfig)
+    # conf/hydra/launcher/ray.yaml shares its name with the Ray plugin's typed config on purpose
+    # (`hydra/launcher=ray` stays the plugin's name and keeps its schema); Hydra merges the two.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/ray' is validated against ConfigStore schema"
+    )
 
 
 def _reject_unknown_keys(node: Any, prefix: str = "") -> None:
@@ -368,3 +408,149 @@ def validate(cfg: TrainerConfig) -> None:
         )
     _check(bool(cfg.stages), "stages", "is empty; name at least one of " + ", ".join(s.value for s in Stage))
     _check(cfg.eval.max_delta_pct >= 0, "eval.max_delta_pct", f"{cfg.eval.max_delta_pct} must be >= 0")
+    # Values that type-check but would only fail (or quietly do something else) once a stage runs,
+    # possibly hours in; tests/test_reliability_config.py tries an invalid value for every key.
+    import re
+
+    from trainer.gguf import check_gguf_type
+    from trainer.stages.quantize import BITS
+
+    _check(
+        cfg.name not in ("", ".", "..") and not set(cfg.name) & set("/\\"),
+        "name",
+        f"{cfg.name!r} must be a plain folder name (runs/<name> holds the run): no / or \\, not . or ..",
+    )
+    _check(
+        data.max_reported_problems >= 0,
+        "data.max_reported_problems",
+        f"{data.max_reported_problems} must be >= 0",
+    )
+    _check(lora.alpha > 0, "lora.alpha", f"{lora.alpha} must be positive")
+    _check(train.epochs >= 0, "train.epochs", f"{train.epochs} must be >= 0")
+    _check(
+        train.max_steps == -1 or train.max_steps > 0,
+        "train.max_steps",
+        f"{train.max_steps}: use a positive step count, or -1 to let train.epochs decide",
+    )
+    for name in ("warmup", "weight_decay", "max_grad_norm"):
+        value = getattr(train, name)
+        _check(value >= 0, f"train.{name}", f"{value} must be >= 0")
+    for name in ("eval_steps", "save_steps", "logging_steps"):
+        value = getattr(train, name)
+        _check(value > 0, f"train.{name}", f"{value} must be a positive step count")
+    _check(0 <= train.seed < 2**32, "train.seed", f"{train.seed} must be in [0, 2**32), numpy's seed range")
+    # transformers.SchedulerType and the integrations `report_to` accepts (transformers 5)
+    schedulers = (
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "polynomial",
+        "constant",
+        "constant_with_warmup",
+        "inverse_sqrt",
+        "reduce_lr_on_plateau",
+        "cosine_with_min_lr",
+        "cosine_warmup_with_min_lr",
+        "warmup_stable_decay",
+        "greedy",
+    )
+    _check(
+        train.lr_scheduler in schedulers,
+        "train.lr_scheduler",
+        f"{train.lr_scheduler!r}; allowed: {', '.join(schedulers)}",
+    )
+    trackers = (
+        "none",
+        "all",
+        "azure_ml",
+        "clearml",
+        "codecarbon",
+        "comet_ml",
+        "dagshub",
+        "dvclive",
+        "flyte",
+        "kubeflow",
+        "mlflow",
+        "neptune",
+        "swanlab",
+        "tensorboard",
+        "trackio",
+        "wandb",
+    )
+    unknown = [t for t in train.report_to if t not in trackers]
+    _check(not unknown, "train.report_to", f"{unknown} unknown; allowed: {', '.join(trackers)}")
+    storage = ("uint8", "bfloat16", "float16", "float32")
+    _check(
+        train.qlora.storage_dtype in storage,
+        "train.qlora.storage_dtype",
+        f"{train.qlora.storage_dtype!r}; allowed: {', '.join(storage)}",
+    )
+    _check(
+        re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?)?B", cfg.merge.max_shard_size.strip(), re.IGNORECASE)
+        is not None,
+        "merge.max_shard_size",
+        f"{cfg.merge.max_shard_size!r} is not a size; write it like 2GB, 500MB or 1GiB",
+    )
+    _check(
+        cfg.eval.generate_samples >= 0, "eval.generate_samples", f"{cfg.eval.generate_samples} must be >= 0"
+    )
+    _check(cfg.eval.max_new_tokens > 0, "eval.max_new_tokens", f"{cfg.eval.max_new_tokens} must be positive")
+    _check(
+        cfg.hardware.num_threads is None or cfg.hardware.num_threads > 0,
+        "hardware.num_threads",
+        f"{cfg.hardware.num_threads} must be positive, or null for torch's default",
+    )
+    # What the quantize stage checks without the model, checked here so it fails before training.
+    for name in cfg.quantize.enabled:
+        spec, key = cfg.quantize.artifacts[name], f"quantize.artifacts.{name}"
+        backends = ("gptqmodel", "autoawq")
+        _check(
+            spec.backend in backends, f"{key}.backend", f"{spec.backend!r}; allowed: {', '.join(backends)}"
+        )
+        if spec.format is QuantFormat.gguf:
+            try:
+                check_gguf_type(spec.gguf_type, spec.imatrix)
+            except ConfigError as exc:
+                raise ConfigError(f"{key}.gguf_type: {exc}") from exc
+            continue
+        bits = BITS[spec.format]
+        _check(spec.bits in bits, f"{key}.bits", f"{spec.bits}: {spec.format.value} supports {list(bits)}")
+        _check(
+            spec.group_size == -1 or spec.group_size > 0,
+            f"{key}.group_size",
+            f"{spec.group_size}: use a positive size, or -1 for one group per channel",
+        )
+        _check(0 < spec.damp_percent < 1, f"{key}.damp_percent", f"{spec.damp_percent} must be in (0, 1)")
+        _check(
+            spec.format is not QuantFormat.awq or not spec.desc_act,
+            f"{key}.desc_act",
+            "AWQ has no act-order; set it false",
+        )
+    metrics = ["best_quantized", "merged", "base", *cfg.quantize.enabled]
+    _check(
+        cfg.eval.key_metric in metrics,
+        "eval.key_metric",
+        f"{cfg.eval.key_metric!r}; allowed: {', '.join(metrics)}",
+    )
+    hardware = cfg.hardware
+    _check(
+        hardware.backend in (None, "gloo", "nccl", "mpi"),
+        "hardware.backend",
+        f"{hardware.backend!r}; allowed: gloo, nccl, mpi, or null to choose by device",
+    )
+    _check(
+        hardware.processes is None or hardware.processes >= 1,
+        "hardware.processes",
+        f"{hardware.processes} must be >= 1, or null for one per visible GPU",
+    )
+    _check(
+        hardware.gpus_per_job is None or hardware.gpus_per_job >= 0,
+        "hardware.gpus_per_job",
+        f"{hardware.gpus_per_job} must be >= 0, or null to use one GPU per job where there is one",
+    )
+    _check(
+        hardware.distributed is not Distributed.fsdp
+        or train.qlora.storage_dtype in ("bfloat16", "float16", "float32"),
+        "train.qlora.storage_dtype",
+        f"{train.qlora.storage_dtype!r} cannot be sharded by FSDP; use hardware=fsdp, which sets bfloat16",
+    )

@@ -22,3 +22,12 @@ class StageNotBuilt(TrainerError):
             f"and kept. Run fewer stages with stages=[...] to stop before it."
         )
         self.stage = stage
+
+
+class JobFailed(Exception):
+    """One job of a sweep stopped; raised instead of exiting so that Hydra records it and goes on."""
+
+    def __init__(self, exit_code: int, reason: str) -> None:
+        super().__init__(f"exit {exit_code}: {reason}")
+        self.exit_code = exit_code
+        self.reason = reason

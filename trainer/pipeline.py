@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from trainer import distributed
 from trainer.config import STAGE_ORDER, Stage, TrainerConfig
 from trainer.errors import StageNotBuilt, TrainerError
 
@@ -50,6 +51,9 @@ STAGE_SECTIONS: dict[Stage, tuple[str, ...]] = {
 # A resumable stage keeps its partial folder between attempts (checkpoints live there) while
 # its config and inputs are unchanged.
 RESUMABLE: frozenset[Stage] = frozenset({Stage.train})
+
+# Stages every rank of a multi-process launch runs together; the others run on rank 0 only.
+DISTRIBUTED_STAGES: frozenset[Stage] = frozenset({Stage.train})
 
 
 @dataclass
@@ -146,22 +150,44 @@ class Runner:
             return "an upstream stage ran again"
         return None
 
+    def _decide(self, stage: Stage, selected: list[Stage], first_forced: int) -> str | None:
+        """Why the stage must run (None: it is done); raises when an unselected upstream is missing."""
+        for upstream in STAGE_ORDER[: STAGE_ORDER.index(stage)]:
+            if upstream not in selected and self.why_not_done(upstream) is not None:
+                raise TrainerError(
+                    f"stage '{stage.value}' needs stage '{upstream.value}', which is not done "
+                    f"({self.why_not_done(upstream)}) and not in stages={[s.value for s in selected]}. "
+                    f"Add it: stages=[{upstream.value},{stage.value}]"
+                )
+        return "forced" if STAGE_ORDER.index(stage) >= first_forced else self.why_not_done(stage)
+
     def run(self) -> list[StageResult]:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.run_dir.glob(".*.old-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        if distributed.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".*.old-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        distributed.barrier()
         selected = [s for s in STAGE_ORDER if s in self.cfg.stages]
         first_forced = min((STAGE_ORDER.index(s) for s in self.cfg.force), default=len(STAGE_ORDER))
         results: list[StageResult] = []
+        spread = distributed.is_distributed()
         for stage in selected:
-            for upstream in STAGE_ORDER[: STAGE_ORDER.index(stage)]:
-                if upstream not in selected and self.why_not_done(upstream) is not None:
-                    raise TrainerError(
-                        f"stage '{stage.value}' needs stage '{upstream.value}', which is not done "
-                        f"({self.why_not_done(upstream)}) and not in stages={[s.value for s in selected]}. "
-                        f"Add it: stages=[{upstream.value},{stage.value}]"
-                    )
-            reason = "forced" if STAGE_ORDER.index(stage) >= first_forced else self.why_not_done(stage)
+            if (
+                spread
+                and stage not in DISTRIBUTED_STAGES
+                and STAGE_ORDER.index(stage) > max(STAGE_ORDER.index(s) for s in DISTRIBUTED_STAGES)
+            ):
+                # Training is over on every rank: rank 0 goes on alone.
+                distributed.leave()
+                spread = False
+                if not distributed.is_main():
+                    break
+            # Every rank acts on rank 0's reading of the run directory.
+            reason = (
+                distributed.broadcast(self._decide(stage, selected, first_forced))
+                if spread
+                else (self._decide(stage, selected, first_forced))
+            )
             if reason is None:
                 marker = read_marker(self.run_dir / stage.value) or {}
                 self.console.print(f"[dim]stage {stage.value}: done, skipped[/dim]")
@@ -169,13 +195,72 @@ class Runner:
                     StageResult(stage, "skipped", note="done earlier", summary=marker.get("summary", {}))
                 )
                 continue
-            result = self._execute(stage, reason)
+            ranks = distributed.ranks_to_start(
+                self.cfg.hardware.distributed.value, self.cfg.hardware.processes
+            )
+            if stage in DISTRIBUTED_STAGES and not spread and ranks > 1:
+                result = self._execute_in_new_ranks(stage, reason, ranks)
+            elif not spread:
+                result = self._execute(stage, reason)
+            elif stage in DISTRIBUTED_STAGES:
+                result = self._execute_on_all_ranks(stage, reason)
+            else:
+                result = self._execute_on_main(stage, reason)
             results.append(result)
             if result.status != "done":
                 break
+        if spread:
+            distributed.leave()
         return results
 
-    def _execute(self, stage: Stage, reason: str) -> StageResult:
+    def _execute_in_new_ranks(self, stage: Stage, reason: str, ranks: int) -> StageResult:
+        """No launcher started this run (a sweep job given several GPUs): start the ranks for this stage."""
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        replaced = ("stages=", "force=", "run_dir=", "hydra.run.dir=")
+        overrides = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith(replaced)]
+        overrides += [f"hydra.run.dir={self.run_dir}", f"stages=[{stage.value}]", "hydra.output_subdir=null"]
+        if reason == "forced":
+            overrides.append(f"force=[{stage.value}]")
+        config_dir = next(
+            (s.path for s in hydra_cfg.runtime.config_sources if s.provider == "command-line"), None
+        )
+        self.console.rule(f"[bold]stage {stage.value}[/bold] [dim]({reason}; {ranks} ranks)[/dim]")
+        started = time.time()
+        code = distributed.launch_ranks(ranks, overrides, config_dir)
+        marker = read_marker(self.run_dir / stage.value)
+        if code != 0 or marker is None:
+            raise TrainerError(
+                f"stage {stage.value} on {ranks} ranks failed (exit {code}); its log is {self.run_dir}/trainer.log"
+            )
+        return StageResult(stage, "done", time.time() - started, summary=marker["summary"])
+
+    def _execute_on_main(self, stage: Stage, reason: str) -> StageResult:
+        """Rank 0 builds the stage; the other ranks wait, and fail with it."""
+        if distributed.is_main():
+            try:
+                result = self._execute(stage, reason)
+            except BaseException as exc:
+                distributed.broadcast(f"{type(exc).__name__}: {exc}")
+                raise
+            return distributed.broadcast(result)
+        outcome = distributed.broadcast(None)
+        if isinstance(outcome, str):
+            raise TrainerError(f"stage {stage.value} failed on rank 0: {outcome}")
+        return outcome
+
+    def _execute_on_all_ranks(self, stage: Stage, reason: str) -> StageResult:
+        """Every rank runs the stage in rank 0's partial folder; rank 0 alone marks it done."""
+        partial = self._open_partial(stage, reason) if distributed.is_main() else None
+        partial = distributed.broadcast(partial)
+        started = time.time()
+        summary = stage_function(stage)(StageContext(self.cfg, self.run_dir, partial, self.console))
+        distributed.barrier()
+        result = self._close_partial(stage, partial, started, summary) if distributed.is_main() else None
+        return distributed.broadcast(result)
+
+    def _open_partial(self, stage: Stage, reason: str) -> Path:
         self.console.rule(f"[bold]stage {stage.value}[/bold] [dim]({reason})[/dim]")
         partial = self.run_dir / f".{stage.value}.partial"
         # What the partial folder was started for, kept beside it so the stage's files stay its own.
@@ -189,13 +274,30 @@ class Runner:
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
         identity_file.write_text(identity)
-        context = StageContext(self.cfg, self.run_dir, partial, self.console)
+        return partial
+
+    def _execute(self, stage: Stage, reason: str) -> StageResult:
+        partial = self._open_partial(stage, reason)
         started = time.time()
         try:
-            summary = stage_function(stage)(context)
+            summary = self._call(stage, StageContext(self.cfg, self.run_dir, partial, self.console))
         except StageNotBuilt as exc:
             shutil.rmtree(partial, ignore_errors=True)
             return StageResult(stage, "not built", time.time() - started, note=str(exc))
+        return self._close_partial(stage, partial, started, summary)
+
+    def _call(self, stage: Stage, context: StageContext) -> dict[str, Any]:
+        build = stage_function(stage)
+        if stage is Stage.data and self.cfg.cache_dir:
+            from trainer.data_cache import cached
+
+            section = OmegaConf.to_container(self.raw_cfg.data, resolve=True, enum_to_str=True)
+            return cached(build, context, self.cfg.cache_dir, section)
+        return build(context)
+
+    def _close_partial(
+        self, stage: Stage, partial: Path, started: float, summary: dict[str, Any]
+    ) -> StageResult:
         seconds = time.time() - started
         marker = {
             "stage": stage.value,
@@ -213,7 +315,7 @@ class Runner:
             os.rename(final, old)
             shutil.rmtree(old)
         os.rename(partial, final)
-        identity_file.unlink()
+        (self.run_dir / f".{stage.value}.identity").unlink()
         _fsync_dir(self.run_dir)
         log.info("stage %s done in %.1f s", stage.value, seconds)
         return StageResult(stage, "done", seconds, summary=summary)

@@ -130,11 +130,17 @@ def table_rows(artifacts: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     return rows
 
 
-def table_markdown(artifacts: list[dict[str, Any]]) -> str:
-    aligns = ["---:" if column in NUMERIC else "---" for column in COLUMNS]
-    lines = [f"| {' | '.join(COLUMNS)} |", f"|{'|'.join(aligns)}|"]
-    lines += [f"| {' | '.join(row)} |" for row in table_rows(artifacts)]
+def markdown_table(
+    columns: list[str], rows: list[tuple[str, ...]], numeric: frozenset[str] = frozenset()
+) -> str:
+    aligns = ["---:" if column in numeric else "---" for column in columns]
+    lines = [f"| {' | '.join(columns)} |", f"|{'|'.join(aligns)}|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows]
     return "\n".join(lines)
+
+
+def table_markdown(artifacts: list[dict[str, Any]]) -> str:
+    return markdown_table(list(COLUMNS), table_rows(artifacts), frozenset(NUMERIC))
 
 
 def report_table(run_dir: Path) -> Any:

@@ -19,7 +19,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer.config import Device, DType, HardwareConfig, LoraConfig, QLoraConfig, Stage, TrainerConfig
+from trainer import distributed
+from trainer.config import (
+    Device,
+    Distributed,
+    DType,
+    HardwareConfig,
+    LoraConfig,
+    QLoraConfig,
+    Stage,
+    TrainerConfig,
+)
 from trainer.errors import ConfigError
 from trainer.masking import encode_with_mask
 from trainer.modeling import load_tokenizer
@@ -141,14 +151,21 @@ def load_split(path: Path, tokenizer: Any) -> Any:
 def load_quantized_base(cfg: TrainerConfig, device: str, dtype: DType) -> Any:
     from transformers import AutoModelForCausalLM
 
+    if cfg.hardware.distributed is Distributed.fsdp:
+        # FSDP places the shards itself; the 4-bit weights are stored as bf16 so it can split them.
+        placement: dict[str, Any] = {"low_cpu_mem_usage": True}
+    else:
+        # Under DDP each rank holds a full replica on its own device.
+        target = f"cuda:{distributed.local_rank()}" if device == "cuda" else device
+        placement = {"device_map": {"": target}}
     return AutoModelForCausalLM.from_pretrained(
         cfg.model.name_or_path,
         revision=cfg.model.revision,
         trust_remote_code=cfg.model.trust_remote_code,
         quantization_config=quantization_config(cfg.train.qlora, dtype),
         dtype=torch_dtype(dtype),
-        device_map={"": device},
         use_safetensors=True,
+        **placement,
     )
 
 
@@ -166,11 +183,38 @@ def peak_memory_bytes(device: str) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
 
 
+def parallel_arguments(hardware: HardwareConfig, device: str) -> dict[str, Any]:
+    """TrainingArguments for the ranks `accelerate launch` started; empty in a single process."""
+    if not distributed.is_distributed():
+        if hardware.distributed is not Distributed.none:
+            log.warning(
+                "hardware.distributed=%s but this is a single process: start it with "
+                "`accelerate launch --num_processes N -m trainer ...` to train on N ranks",
+                hardware.distributed.value,
+            )
+        return {}
+    arguments: dict[str, Any] = {
+        "ddp_backend": hardware.backend or ("nccl" if device == "cuda" else "gloo"),
+        # Only the LoRA weights train; every one of them gets a gradient each step.
+        "ddp_find_unused_parameters": False,
+    }
+    if hardware.distributed is Distributed.fsdp:
+        arguments["fsdp"] = "full_shard auto_wrap"
+        arguments["fsdp_config"] = {
+            # QLoRA under FSDP: flat parameters mix frozen 4-bit and trainable LoRA weights.
+            "use_orig_params": False,
+            "cpu_ram_efficient_loading": True,
+            "sync_module_states": True,
+        }
+    return arguments
+
+
 def sft_arguments(cfg: TrainerConfig, checkpoints: Path, device: str, dtype: DType) -> Any:
     from trl import SFTConfig
 
     train = cfg.train
     return SFTConfig(
+        **parallel_arguments(cfg.hardware, device),
         output_dir=str(checkpoints),
         per_device_train_batch_size=train.batch_size,
         per_device_eval_batch_size=train.batch_size,
@@ -239,9 +283,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     )
     resume = last_checkpoint(checkpoints)
     metrics_path = ctx.out_dir / "eval_before.json"
-    if resume is None or not metrics_path.exists():
+    measure_before = resume is None or not metrics_path.exists()
+    # All ranks take the same branch (evaluation is collective) before rank 0 writes anything.
+    trainer.accelerator.wait_for_everyone()
+    if measure_before:
         before = trainer.evaluate()["eval_loss"]
-        metrics_path.write_text(json.dumps({"eval_loss": before}))
+        if trainer.is_world_process_zero():
+            metrics_path.write_text(json.dumps({"eval_loss": before}))
     else:
         before = json.loads(metrics_path.read_text())["eval_loss"]
     resumed_from_step = None
@@ -252,11 +300,21 @@ def run(ctx: StageContext) -> dict[str, Any]:
         log.info("training from step 0 (eval loss before: %.4f)", before)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     after = trainer.evaluate()["eval_loss"]
-
-    adapter = ctx.out_dir / "adapter"
-    trainer.model.save_pretrained(adapter)
-    tokenizer.save_pretrained(adapter)
     state = trainer.state
+    summary = {
+        "eval_loss_before": round(before, 4),
+        "eval_loss_after": round(after, 4),
+        "steps": state.global_step,
+        "resumed_from_step": resumed_from_step,
+    }
+    adapter = ctx.out_dir / "adapter"
+    # Collective under FSDP (the adapter is gathered from the shards); only rank 0 writes.
+    trainer.save_model(str(adapter))
+    if not trainer.is_world_process_zero():
+        return summary
+    # A pickle of the arguments; the run's config already records them.
+    (adapter / "training_args.bin").unlink(missing_ok=True)
+    tokenizer.save_pretrained(adapter)
     seconds = time.time() - started
     tokens_per_epoch = sum(len(ids) for ids in train_set["input_ids"])
     epochs_done = state.epoch or 0.0
@@ -275,6 +333,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "peak_memory_bytes": peak_memory_bytes(device),
         "seconds": seconds,
         "device": device,
+        "processes": distributed.world_size(),
+        "distributed": cfg.hardware.distributed.value if distributed.is_distributed() else "none",
         "compute_dtype": dtype.value,
         "train_loss_curve": [
             {"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e and "step" in e
@@ -291,9 +351,4 @@ def run(ctx: StageContext) -> dict[str, Any]:
     shutil.rmtree(checkpoints, ignore_errors=True)
     metrics_path.unlink()
     log.info("eval loss %.4f -> %.4f in %d steps", before, after, state.global_step)
-    return {
-        "eval_loss_before": round(before, 4),
-        "eval_loss_after": round(after, 4),
-        "steps": state.global_step,
-        "resumed_from_step": metrics["resumed_from_step"],
-    }
+    return summary
