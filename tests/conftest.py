@@ -59,3 +59,27 @@ def tiny_tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(ASSETS / "tiny-base")
+
+
+# ---------------------------------------------------------------- the reliability table (tests/reliability.py)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the `reliability` marker and the plugin that writes docs/RELIABILITY.md after a full run."""
+    import reliability
+
+    config.addinivalue_line(
+        "markers", "reliability: records rows of docs/RELIABILITY.md with reliability.record()"
+    )
+    if not config.pluginmanager.has_plugin("reliability-table"):
+        config.pluginmanager.register(reliability.TablePlugin(config), "reliability-table")
+
+
+@pytest.fixture(autouse=True)
+def _reliability_scope(request: pytest.FixtureRequest):
+    """Lets reliability.record() know which test is recording, and refuse tests without the marker."""
+    import reliability
+
+    reliability.begin(request.node.nodeid, request.node.get_closest_marker("reliability") is not None)
+    yield
+    reliability.end()

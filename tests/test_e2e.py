@@ -20,11 +20,18 @@ ARGS = ["recipe=support-fr", "train.max_steps=40", "train.eval_steps=20", "train
 ARTIFACT_KEYS = {"name", "format", "path", "size_bytes", "perplexity", "delta_pct", "runtime", "passed_gate"}
 
 
+# Tokens a user's environment may hold: the run must not write them anywhere.
+SECRETS = {"HF_TOKEN": "hf_E2ESENTINEL0123456789abcdef", "WANDB_API_KEY": "e2eSENTINELwandb0123456789"}
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     cwd = tmp_path_factory.mktemp("e2e")
     run_dir = cwd / "run"
-    result = run_trainer([*ARGS, f"hydra.run.dir={run_dir}"], cwd=cwd, timeout=1800)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in SECRETS.items():
+            patch.setenv(key, value)
+        result = run_trainer([*ARGS, f"hydra.run.dir={run_dir}"], cwd=cwd, timeout=1800)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return cwd, run_dir, result.stdout
 
@@ -122,3 +129,13 @@ def test_quality_gate_sets_the_exit_code(run: tuple[Path, Path, str]) -> None:
     warn = run_trainer([*ARGS, "eval.max_delta_pct=0", "eval.gate=warn", f"hydra.run.dir={run_dir}"], cwd=cwd)
     assert warn.returncode == 0, warn.stdout + warn.stderr
     assert_manifest_matches(run_dir)  # export ran again over the previous one: the manifest is still true
+
+
+def test_no_secret_from_the_environment_reaches_any_file(run: tuple[Path, Path, str]) -> None:
+    _, run_dir, stdout = run
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert len(files) > 50  # configs, logs, reports, model cards, weights
+    for path in files:
+        content = path.read_bytes()
+        assert not any(secret.encode() in content for secret in SECRETS.values()), path
+    assert not any(secret in stdout for secret in SECRETS.values())

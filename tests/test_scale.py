@@ -282,3 +282,13 @@ def test_launcher_configs_give_each_job_its_gpus() -> None:
         "train.learning_rate",
         "train.epochs",
     }
+
+
+def test_a_failed_job_survives_the_trip_back_from_a_ray_or_slurm_worker() -> None:
+    import pickle
+
+    from trainer.errors import JobFailed
+
+    failed = pickle.loads(pickle.dumps(JobFailed(4, "quality gate failed: gptq-w4g128")))
+    assert (failed.exit_code, failed.reason) == (4, "quality gate failed: gptq-w4g128")
+    assert str(failed) == "exit 4: quality gate failed: gptq-w4g128"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_trainer
+from reliability import record
 
 from trainer.config import DType, LoraConfig, QLoraConfig
 from trainer.errors import ConfigError
@@ -144,6 +145,7 @@ def test_bad_lora_config_fails_the_run_before_training(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.reliability
 def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     args = [
@@ -193,3 +195,8 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
     assert (run_dir / "train" / "adapter" / "adapter_model.safetensors").exists()
     assert not (run_dir / "train" / "checkpoints").exists()
+    record(
+        "crash: train",
+        "SIGKILL after the first complete checkpoint",
+        "the same command resumes from that checkpoint and ends at the planned step",
+    )

@@ -9,6 +9,7 @@ not exist) are checked by `validate` right after composition.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from enum import Enum
@@ -40,6 +41,18 @@ def _gpus(wanted: int | None) -> int:
     return 1 if torch.cuda.is_available() else 0
 
 
+def _plain_name(value: str) -> str:
+    """`${plain_name:${name}}` in hydra.run.dir: Hydra makes that folder before any check of ours runs."""
+    text = str(value)
+    if text in ("", ".", "..") or set(text) & set("/\\"):
+        # Exit here, as the entry does for a config error: an exception would surface as Hydra's traceback.
+        print(f"error: name: {text!r} must be a plain folder name (runs/<name> holds the run): no / or \\")
+        raise SystemExit(2)
+    return text
+
+
+if not OmegaConf.has_resolver("plain_name"):
+    OmegaConf.register_new_resolver("plain_name", _plain_name)
 if not OmegaConf.has_resolver("asset"):
     OmegaConf.register_new_resolver("asset", _asset)
 if not OmegaConf.has_resolver("gpus"):
@@ -142,6 +155,9 @@ class ModelConfig:
     name_or_path: str = MISSING
     revision: str | None = None
     trust_remote_code: bool = False
+    # Pickle weights (.bin/.pt) can run code when loaded: refused unless this is set, and then
+    # converted once to safetensors with torch.load(weights_only=True).
+    allow_pickle: bool = False
     dtype: DType = DType.bfloat16
     # A Jinja chat template (inline text, or a path to a .jinja file) replacing the tokenizer's own.
     chat_template: str | None = None
@@ -343,7 +359,21 @@ def to_typed(cfg: Any) -> TrainerConfig:
         raise ConfigError(f"{key or 'config'}: {exc}".splitlines()[0]) from exc
     assert isinstance(typed, TrainerConfig)
     validate(typed)
+    check_names(typed)
     return typed
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_names(cfg: TrainerConfig) -> None:
+    """Artifact names become folders (`quantize/<name>`, `export/<name>`): never a path out of them."""
+    for name in cfg.quantize.artifacts:
+        _check(
+            SAFE_NAME.fullmatch(name) is not None,
+            f"quantize.artifacts.{name}",
+            f"{name!r} is not a plain name: use letters, digits, '.', '_' and '-' (no '/', no leading '.')",
+        )
 
 
 def _check(condition: bool, key: str, message: str) -> None:

@@ -4,19 +4,32 @@ Every supported layout becomes a list of `{"role", "content"}` messages (system 
 any, then user/assistant turns alternating, ending on assistant). Plain text rows become a
 single assistant turn, so the loss covers all of the text as in continued pre-training.
 Nothing here loads a model: problems surface before any expensive work.
+
+Files are read as streams (a row at a time; parquet a batch at a time; a .json array is held
+as text, since it must parse as a whole, but its rows are decoded one by one), so the data
+stage can read a dataset larger than memory several times instead of holding it.
+
+A bad row becomes a `Problem` naming its file, line and field, subject to `data.on_problem`.
+A file that cannot be read past some point (a .json or .parquet file that does not parse, a
+CSV the parser rejects) raises `DataValidationError` naming the file and line: how many rows
+it would lose is unknown, so no policy may drop it silently.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import itertools
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainer.config import DataFormat
+from trainer.errors import DataValidationError
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 ROLES = ("system", "user", "assistant")
@@ -30,6 +43,15 @@ SHAREGPT_ROLES = {
     "model": "assistant",
     "bing": "assistant",
 }
+# Editors on Windows start UTF-8 files with a byte order mark; it is no part of the first row.
+BOM = codecs.BOM_UTF8
+# JSON's insignificant whitespace, skipped between the items of a .json array.
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+# Bytes that are not UTF-8, decoded with `surrogateescape`, become these code points, which
+# valid UTF-8 text can never hold: a CSV cell containing one came from invalid bytes.
+_ESCAPED_BYTES = re.compile("[\udc80-\udcff]")
+# CSV cells hold whole conversations; the csv module's default cap (128 KiB) is no data rule.
+_CSV_FIELD_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -64,6 +86,12 @@ class RowError(Exception):
         self.kind, self.field, self.reason = kind, field, reason
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """A repr cut to a readable length: a 10 MB role name must not become a 10 MB error message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
+
+
 # ---------------------------------------------------------------- reading files
 
 
@@ -73,6 +101,14 @@ def dataset_files(path: Path) -> list[Path]:
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
         if not files:
             raise FileNotFoundError(f"{path}: folder holds no {'/'.join(SUPPORTED_SUFFIXES)} file")
+        folder = path.resolve()
+        for file in files:
+            # A link inside the folder must not pull in data from elsewhere without the user naming it.
+            if not file.resolve().is_relative_to(folder):
+                raise ValueError(
+                    f"{file}: a link to {file.resolve()}, outside the folder {path}; name that file in data.path "
+                    "or copy it into the folder"
+                )
         return files
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
         raise ValueError(
@@ -90,66 +126,179 @@ def _decode(raw: bytes, where: str) -> str | Problem:
         )
 
 
+def _json_failure(exc: Exception) -> str:
+    """Why `json.loads` refused a text, for the errors it raises that are not JSONDecodeError."""
+    if isinstance(exc, RecursionError):
+        return "not JSON this reader can parse: nested too deeply"
+    if isinstance(exc, json.JSONDecodeError):  # "Invalid control character at" ends in "at" already
+        return f"not JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}"
+    # ValueError: an integer longer than sys.get_int_max_str_digits() digits
+    return f"not JSON this reader can parse: {str(exc).split(';')[0]}"
+
+
+def _jsonl_rows(path: Path) -> Iterator[RawRow | Problem]:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            if number == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
+            text = _decode(raw, where)
+            if isinstance(text, Problem):
+                yield text
+                continue
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except (ValueError, RecursionError) as exc:
+                yield Problem("invalid_json", where, "", _json_failure(exc))
+                continue
+            yield RawRow(where, value)
+
+
+class _ItemError(Exception):
+    """An array item the JSON parser gave up on, with the line the item starts on."""
+
+    def __init__(self, line: int, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.line, self.cause = line, cause
+
+
+def _json_array(text: str) -> Iterator[tuple[int, int, Any]]:
+    """(line, index, value) of each item of a JSON array text, decoded one item at a time.
+
+    Raises JSONDecodeError (positioned in the whole text) where the array's syntax breaks, and
+    _ItemError where an item is too deep or holds too long a number.
+    """
+    decoder = json.JSONDecoder()
+    position = _WHITESPACE.match(text).end() + 1  # past "["
+    position = _WHITESPACE.match(text, position).end()
+    line, counted = 1, 0
+    if text.startswith("]", position):
+        position = _WHITESPACE.match(text, position + 1).end()
+        if position != len(text):
+            raise json.JSONDecodeError("Extra data", text, position)
+        return
+    for index in itertools.count():
+        line += text.count("\n", counted, position)
+        counted = position
+        try:
+            value, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            raise
+        except (ValueError, RecursionError) as exc:
+            raise _ItemError(line, exc) from exc
+        yield line, index, value
+        position = _WHITESPACE.match(text, end).end()
+        if text.startswith(",", position):
+            position = _WHITESPACE.match(text, position + 1).end()
+            continue
+        if text.startswith("]", position):
+            position = _WHITESPACE.match(text, position + 1).end()
+            if position != len(text):
+                raise json.JSONDecodeError("Extra data", text, position)
+            return
+        raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
+
+
+def _json_rows(path: Path) -> Iterator[RawRow | Problem]:
+    raw = path.read_bytes()
+    if raw.startswith(BOM):
+        raw = raw[len(BOM) :]
+    text = _decode(raw, f"{path}:{_bad_line(raw)}")
+    if isinstance(text, Problem):
+        yield text
+        return
+    del raw
+    if text.lstrip(" \t\n\r").startswith("["):
+        hint = "a .json dataset must parse as a whole (in .jsonl, a bad line is one bad row)"
+        try:
+            for line, index, value in _json_array(text):
+                yield RawRow(f"{path}:{line} (item {index})", value)
+        except json.JSONDecodeError as exc:
+            raise DataValidationError(f"{path}:{exc.lineno}: {_json_failure(exc)}; {hint}") from exc
+        except _ItemError as exc:
+            raise DataValidationError(f"{path}:{exc.line}: {_json_failure(exc.cause)}; {hint}") from exc
+        return
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        line = exc.lineno if isinstance(exc, json.JSONDecodeError) else 1
+        raise DataValidationError(f"{path}:{line}: {_json_failure(exc)}") from exc
+    if isinstance(value, dict) and isinstance(value.get("data"), list):
+        for index, row in enumerate(value["data"]):
+            yield RawRow(f"{path}:data item {index}", row)
+        return
+    raise DataValidationError(
+        f'{path}:1: a .json dataset must be a list of rows (or {{"data": [...]}}), got {type(value).__name__}'
+    )
+
+
+def _csv_rows(path: Path) -> Iterator[RawRow | Problem]:
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)
+    # utf-8-sig drops a leading byte order mark; surrogateescape keeps reading past invalid bytes so
+    # that only the rows holding them are reported.
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            header = reader.fieldnames or []
+            if any(_ESCAPED_BYTES.search(name) for name in header):
+                yield Problem("bad_utf8", f"{path}:1", "", "invalid UTF-8 in the header line")
+                return
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                cells = {k: v for k, v in row.items() if k is not None}
+                bad = [k for k, v in cells.items() if isinstance(v, str) and _ESCAPED_BYTES.search(v)]
+                if bad:
+                    yield Problem("bad_utf8", where, bad[0], "invalid UTF-8 in this cell")
+                    continue
+                yield RawRow(where, {k: _maybe_json(v) for k, v in cells.items()})
+        except csv.Error as exc:
+            raise DataValidationError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from exc
+
+
+def _parquet_rows(path: Path) -> Iterator[RawRow]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    failures = (pa.ArrowException, OSError, ValueError, OverflowError)
+    index = 0
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+    except failures as exc:
+        raise DataValidationError(f"{path}: not a readable parquet file ({_first_line(exc)})") from exc
+    while True:
+        try:
+            batch = next(batches, None)
+            rows = None if batch is None else batch.to_pylist()
+        except failures as exc:
+            raise DataValidationError(
+                f"{path}:row {index}: not a readable parquet file from this row on ({_first_line(exc)})"
+            ) from exc
+        if rows is None:
+            return
+        for row in rows:
+            yield RawRow(f"{path}:row {index}", row)
+            index += 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_rows(path: Path) -> Iterator[RawRow | Problem]:
     """Rows of one file, streamed where the format allows, each tagged with where it came from."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                where = f"{path}:{number}"
-                text = _decode(raw, where)
-                if isinstance(text, Problem):
-                    yield text
-                    continue
-                if not text.strip():
-                    continue
-                try:
-                    yield RawRow(where, json.loads(text))
-                except json.JSONDecodeError as exc:
-                    yield Problem("invalid_json", where, "", f"not JSON: {exc.msg} at column {exc.colno}")
+        yield from _jsonl_rows(path)
     elif suffix == ".json":
-        raw = path.read_bytes()
-        text = _decode(raw, f"{path}:{_bad_line(raw)}")
-        if isinstance(text, Problem):
-            yield text
-            return
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield Problem(
-                "invalid_json", f"{path}:{exc.lineno}", "", f"not JSON: {exc.msg} at column {exc.colno}"
-            )
-            return
-        if isinstance(value, dict) and isinstance(value.get("data"), list):
-            value = value["data"]
-        if not isinstance(value, list):
-            yield Problem(
-                "wrong_type", f"{path}:1", "", 'a .json dataset must be a list of rows (or {"data": [...]})'
-            )
-            return
-        for index, row in enumerate(value):
-            yield RawRow(f"{path}:item {index}", row)
+        yield from _json_rows(path)
     elif suffix == ".csv":
-        with open(path, "rb") as handle:
-            raw = handle.read()
-        text = _decode(raw, f"{path}:{_bad_line(raw)}")
-        if isinstance(text, Problem):
-            yield text
-            return
-        reader = csv.DictReader(text.splitlines(keepends=True))
-        for row in reader:
-            yield RawRow(
-                f"{path}:{reader.line_num}", {k: _maybe_json(v) for k, v in row.items() if k is not None}
-            )
+        yield from _csv_rows(path)
     elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.ParquetFile(path)
-        index = 0
-        for batch in table.iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                yield RawRow(f"{path}:row {index}", row)
-                index += 1
+        yield from _parquet_rows(path)
 
 
 def _bad_line(raw: bytes) -> int:
@@ -167,7 +316,7 @@ def _maybe_json(value: str | None) -> Any:
     if value and value.lstrip().startswith("["):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return value
     return value
 
@@ -216,10 +365,11 @@ def detect_format(row: dict[str, Any]) -> DataFormat:
         return DataFormat.prompt_completion
     if "text" in row:
         return DataFormat.text
+    keys = ", ".join(_short(k, 30) for k in sorted(map(str, row))[:8]) or "none"
     raise RowError(
         "missing_field",
         "",
-        f"cannot tell the format from keys {sorted(row)[:8]}: expected messages, conversations (ShareGPT), "
+        f"cannot tell the format from keys [{keys}]: expected messages, conversations (ShareGPT), "
         "instruction/output (alpaca), prompt/completion or text",
     )
 
@@ -242,14 +392,18 @@ def _text(value: Any, field: str) -> str:
     return value
 
 
+# A message and the field its role came from, so a turn-order problem names the user's own field.
+Turn = tuple[dict[str, str], str]
+
+
 def _message_list(
     value: Any, field: str, role_key: str, content_key: str, roles: dict[str, str]
-) -> list[dict]:
+) -> list[Turn]:
     if not isinstance(value, list):
         raise RowError("wrong_type", field, f"expected a list of messages, got {type(value).__name__}")
     if not value:
         raise RowError("empty_content", field, "no messages")
-    messages = []
+    turns = []
     for index, item in enumerate(value):
         where = f"{field}[{index}]"
         if not isinstance(item, dict):
@@ -261,11 +415,13 @@ def _message_list(
             )
         if role not in roles:
             raise RowError(
-                "unknown_role", f"{where}.{role_key}", f"unknown role {role!r}; allowed: {sorted(roles)}"
+                "unknown_role",
+                f"{where}.{role_key}",
+                f"unknown role {_short(role)}; allowed: {sorted(roles)}",
             )
         content = _text(_require_in(item, content_key, where), f"{where}.{content_key}")
-        messages.append({"role": roles[role], "content": content})
-    return messages
+        turns.append(({"role": roles[role], "content": content}, f"{where}.{role_key}"))
+    return turns
 
 
 def _require_in(item: dict[str, Any], key: str, where: str) -> Any:
@@ -281,10 +437,12 @@ def to_messages(row: Any, fmt: DataFormat) -> list[dict[str, str]]:
     if fmt is DataFormat.auto:
         fmt = detect_format(row)
     identity = {role: role for role in ROLES}
+    list_field = "messages"
     if fmt is DataFormat.messages:
-        messages = _message_list(_require(row, "messages"), "messages", "role", "content", identity)
+        turns = _message_list(_require(row, "messages"), "messages", "role", "content", identity)
     elif fmt is DataFormat.sharegpt:
-        messages = _message_list(
+        list_field = "conversations"
+        turns = _message_list(
             _require(row, "conversations"), "conversations", "from", "value", SHAREGPT_ROLES
         )
     elif fmt is DataFormat.alpaca:
@@ -292,63 +450,88 @@ def to_messages(row: Any, fmt: DataFormat) -> list[dict[str, str]]:
         extra = row.get("input")
         if extra is not None and not isinstance(extra, str):
             raise RowError("wrong_type", "input", f"expected a string, got {type(extra).__name__}")
+        if extra is not None:
+            try:
+                extra.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise RowError("bad_utf8", "input", f"not encodable as UTF-8 ({exc.reason})") from exc
         prompt = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
-        messages = [{"role": "user", "content": prompt}]
-        messages.append({"role": "assistant", "content": _text(_require(row, "output"), "output")})
+        turns = [({"role": "user", "content": prompt}, "instruction")]
+        turns.append(({"role": "assistant", "content": _text(_require(row, "output"), "output")}, "output"))
         if row.get("system") is not None:
-            messages.insert(0, {"role": "system", "content": _text(row["system"], "system")})
+            turns.insert(0, ({"role": "system", "content": _text(row["system"], "system")}, "system"))
     elif fmt is DataFormat.prompt_completion:
-        messages = _side(_require(row, "prompt"), "prompt", "user") + _side(
+        turns = _side(_require(row, "prompt"), "prompt", "user") + _side(
             _require(row, "completion"), "completion", "assistant"
         )
     else:
-        messages = [{"role": "assistant", "content": _text(_require(row, "text"), "text")}]
-    check_turns(messages, fmt)
+        turns = [({"role": "assistant", "content": _text(_require(row, "text"), "text")}, "text")]
+    messages = [message for message, _ in turns]
+    check_turns(messages, fmt, [field for _, field in turns], list_field)
     return messages
 
 
-def _side(value: Any, field: str, role: str) -> list[dict[str, str]]:
+def _side(value: Any, field: str, role: str) -> list[Turn]:
     """A prompt or completion: plain text, or TRL's conversational list of messages."""
     if isinstance(value, list):
         return _message_list(value, field, "role", "content", {r: r for r in ROLES})
-    return [{"role": role, "content": _text(value, field)}]
+    return [({"role": role, "content": _text(value, field)}, field)]
 
 
-def check_turns(messages: list[dict[str, str]], fmt: DataFormat) -> None:
-    """System only first; then user and assistant alternate from user; the last turn is the assistant's."""
+def check_turns(
+    messages: list[dict[str, str]],
+    fmt: DataFormat,
+    fields: list[str] | None = None,
+    list_field: str = "messages",
+) -> None:
+    """System only first; then user and assistant alternate from user; the last turn is the assistant's.
+
+    `fields` names where each message's role came from (default `messages[i].role`).
+    """
+    fields = fields or [f"messages[{i}].role" for i in range(len(messages))]
     body = messages[1:] if messages[0]["role"] == "system" else messages
     if fmt is DataFormat.text:
         return
     if not body:
-        raise RowError("no_final_assistant", "messages", "only a system message")
+        raise RowError("no_final_assistant", list_field, "only a system message")
     for index, message in enumerate(body):
         offset = index + len(messages) - len(body)
         expected = "user" if index % 2 == 0 else "assistant"
         if message["role"] != expected:
             raise RowError(
                 "turn_order",
-                f"messages[{offset}].role",
+                fields[offset],
                 f"expected {expected!r} here, got {message['role']!r} (after an optional system message, "
                 "user and assistant must alternate, starting with user)",
             )
     if body[-1]["role"] != "assistant":
-        raise RowError(
-            "no_final_assistant", f"messages[{len(messages) - 1}]", "the last message must be the assistant's"
-        )
+        last = fields[-1]  # messages[3].role names the message: messages[3]
+        field = last.rsplit(".", 1)[0] if "[" in last else last
+        raise RowError("no_final_assistant", field, "the last message must be the assistant's")
+
+
+def iter_conversations(path_or_id: str, fmt: DataFormat, hub_split: str) -> Iterator[Conversation | Problem]:
+    """Each row of a source as a Conversation or a Problem, in reading order, one at a time.
+
+    Deterministic: reading the same files again yields the same sequence, which lets the data
+    stage keep compact per-row facts between passes instead of the rows themselves.
+    """
+    for item in read_source(path_or_id, hub_split):
+        if isinstance(item, Problem):
+            yield item
+            continue
+        try:
+            yield Conversation(item.where, to_messages(item.value, fmt))
+        except RowError as exc:
+            yield Problem(exc.kind, item.where, exc.field, exc.reason)
 
 
 def load_conversations(
     path_or_id: str, fmt: DataFormat, hub_split: str
 ) -> tuple[list[Conversation], list[Problem]]:
-    """All conversations of a source, and all problems found, nothing raised for bad rows."""
+    """All conversations of a source, and all problems found, nothing raised for bad rows (small sources)."""
     conversations: list[Conversation] = []
     problems: list[Problem] = []
-    for item in read_source(path_or_id, hub_split):
-        if isinstance(item, Problem):
-            problems.append(item)
-            continue
-        try:
-            conversations.append(Conversation(item.where, to_messages(item.value, fmt)))
-        except RowError as exc:
-            problems.append(Problem(exc.kind, item.where, exc.field, exc.reason))
+    for item in iter_conversations(path_or_id, fmt, hub_split):
+        (problems if isinstance(item, Problem) else conversations).append(item)  # type: ignore[arg-type]
     return conversations, problems

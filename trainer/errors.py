@@ -28,6 +28,9 @@ class JobFailed(Exception):
     """One job of a sweep stopped; raised instead of exiting so that Hydra records it and goes on."""
 
     def __init__(self, exit_code: int, reason: str) -> None:
-        super().__init__(f"exit {exit_code}: {reason}")
+        super().__init__(exit_code, reason)  # both in args, so it survives pickling (Ray, submitit)
         self.exit_code = exit_code
         self.reason = reason
+
+    def __str__(self) -> str:
+        return f"exit {self.exit_code}: {self.reason}"

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 from trainer.config import ModelConfig
 from trainer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
 def _offline_hint(model: ModelConfig, exc: Exception) -> ConfigError:
@@ -51,3 +61,71 @@ def load_tokenizer(model: ModelConfig) -> Any:
             "model.chat_template to a Jinja template or the path of a .jinja file"
         )
     return tokenizer
+
+
+def check_base_weights(model: ModelConfig, cache_dir: str | None) -> None:
+    """Before any stage: a local base must hold safetensors; pickle weights only with model.allow_pickle.
+
+    Unpickling can run arbitrary code, so `.bin`/`.pt` weights are refused by default. With
+    `model.allow_pickle=true` they are converted once (`torch.load(weights_only=True)`, which
+    only rebuilds tensors) into a safetensors copy that every stage then uses.
+    """
+    path = Path(model.name_or_path).expanduser()
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return  # a hub id: the stages fetch safetensors only
+    pickles = sorted(p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not pickles:
+        raise ConfigError(f"model.name_or_path={str(path)!r}: no weights (*.safetensors) in this folder")
+    names = ", ".join(p.name for p in pickles)
+    if not model.allow_pickle:
+        raise ConfigError(
+            f"model.name_or_path={str(path)!r} holds only pickle weights ({names}); loading a pickle can run "
+            "arbitrary code, so they are refused. Convert them to safetensors, or set model.allow_pickle=true to "
+            "have them converted here with torch.load(weights_only=True)"
+        )
+    model.name_or_path = str(_safetensors_copy(path, pickles, cache_dir))
+
+
+def _safetensors_copy(folder: Path, pickles: list[Path], cache_dir: str | None) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    digest = hashlib.sha256()
+    for pickle in pickles:
+        digest.update(f"{pickle.name}\0{pickle.stat().st_size}\0{pickle.stat().st_mtime_ns}".encode())
+    root = Path(cache_dir).expanduser() if cache_dir else folder.parent
+    target = root / "models" / f"{folder.name}-{digest.hexdigest()[:16]}"
+    if (target / "config.json").exists():
+        return target
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    staging.mkdir(parents=True)
+    renamed = {}
+    for pickle in pickles:
+        try:
+            state = torch.load(pickle, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ConfigError(
+                f"model.allow_pickle: {pickle} is not a plain tensor checkpoint, refused by "
+                f"torch.load(weights_only=True): {str(exc).splitlines()[0]}"
+            ) from exc
+        out = f"{pickle.stem.replace('pytorch_model', 'model')}.safetensors"
+        # Tied weights share storage, which safetensors refuses: store each tensor on its own.
+        save_file(
+            {k: v.detach().clone().contiguous() for k, v in state.items()}, staging / out, {"format": "pt"}
+        )
+        renamed[pickle.name] = out
+    for file in folder.iterdir():
+        if file.is_file() and file.suffix not in PICKLE_SUFFIXES:
+            if file.name == "pytorch_model.bin.index.json":
+                index = json.loads(file.read_text())
+                index["weight_map"] = {k: renamed.get(v, v) for k, v in index["weight_map"].items()}
+                (staging / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+            else:
+                shutil.copy2(file, staging / file.name)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another run converted it meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("converted the pickle weights of %s to safetensors in %s (model.allow_pickle)", folder, target)
+    return target

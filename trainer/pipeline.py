@@ -162,6 +162,9 @@ class Runner:
         return "forced" if STAGE_ORDER.index(stage) >= first_forced else self.why_not_done(stage)
 
     def run(self) -> list[StageResult]:
+        from trainer.modeling import check_base_weights
+
+        check_base_weights(self.cfg.model, self.cfg.cache_dir)  # before any stage spends time
         if distributed.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.run_dir.glob(".*.old-*"):

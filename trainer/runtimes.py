@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,11 @@ def score_in_fresh_process(
     max_new_tokens: int = 48,
     tokenizer_dir: Path | None = None,
 ) -> dict[str, Any]:
-    out = model_dir.parent / f".{model_dir.name}.score.json"
+    # A private file: never beside the model (the base may be read-only, or scored by a concurrent job).
+    handle, name = tempfile.mkstemp(prefix="trainer-score-", suffix=".json")
+    os.close(handle)
+    out = Path(name)
+    out.unlink()
     command = [
         sys.executable,
         "-m",
@@ -148,13 +153,16 @@ def score_in_fresh_process(
         str(max_new_tokens),
         str(tokenizer_dir or model_dir),
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0 or not out.exists():
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise TrainerError(f"scoring {model_dir} with {runtime} failed (exit {result.returncode}):\n{tail}")
-    scored = json.loads(out.read_text())
-    out.unlink()
-    return scored
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0 or not out.exists():
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            raise TrainerError(
+                f"scoring {model_dir} with {runtime} failed (exit {result.returncode}):\n{tail}"
+            )
+        return json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> None:

@@ -3,6 +3,14 @@
 Outputs `train.jsonl`, `eval.jsonl`, `calibration.jsonl` and `stats.json`. Calibration rows
 carry the exact `input_ids` every quantizer must feed on, rendered with the same chat
 template as training, so GPTQ, AWQ and the GGUF importance matrix all see the same tokens.
+
+Memory stays bounded by the number of rows, not their size: the dataset is streamed three
+times instead of held. Pass 1 validates every row before any tokenizer loads (bad rows fail
+fast); pass 2 renders and counts the tokens of each valid row and keeps only an `Index` of
+it (a token count and two 16-byte hashes, 40 bytes a row); the split, the train/eval
+de-duplication and the calibration draw are decided on that index; pass 3 writes the rows
+where they belong and renders the few calibration samples. Reading is deterministic, so the
+n-th valid row is the same row in every pass (a file changed between passes is an error).
 """
 
 from __future__ import annotations
@@ -12,72 +20,268 @@ import json
 import logging
 import random
 import statistics
+from array import array
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
 from rich.progress import track
 
 from trainer.config import CalibrationConfig, CalibrationSource, DataConfig, Policy
-from trainer.conversations import Conversation, Problem, load_conversations
+from trainer.conversations import Conversation, Problem, iter_conversations
 from trainer.errors import DataValidationError, TrainerError
 from trainer.modeling import load_tokenizer
 from trainer.pipeline import StageContext
 
 log = logging.getLogger(__name__)
 
+KEY_BYTES = 16  # hash prefix kept per row: collisions are negligible below 2**64 rows
+KEY_DTYPE = f"S{KEY_BYTES}"  # numpy compares these byte strings in byte order
+TOKENIZE_BATCH = 256
+
 
 def render(tokenizer: Any, conversations: list[Conversation]) -> list[str]:
     return [tokenizer.apply_chat_template(c.messages, tokenize=False) for c in conversations]
 
 
-def count_tokens(tokenizer: Any, texts: list[str], label: str) -> list[int]:
-    """Token counts of rendered texts, exactly as `apply_chat_template(tokenize=True)` would give."""
-    counts: list[int] = []
-    batch = 256
-    for start in track(range(0, len(texts), batch), description=f"tokenizing {label}", transient=True):
-        encoded = tokenizer(texts[start : start + batch], add_special_tokens=False)["input_ids"]
-        counts.extend(len(ids) for ids in encoded)
-    return counts
+def text_key(text: str) -> bytes:
+    """What identifies a rendered text: equal texts, equal keys (dedupe and overlap use it)."""
+    return hashlib.sha256(text.encode("utf-8")).digest()[:KEY_BYTES]
 
 
-def enforce(problems: list[Problem], cfg: DataConfig) -> Counter[str]:
-    """Raise on the problems whose policy is `error` (listing them all); count the dropped ones."""
-    fatal = [p for p in problems if cfg.on_problem.get(p.kind, Policy.error) is Policy.error]
-    if fatal:
-        kinds = Counter(p.kind for p in fatal)
-        shown = "\n".join(f"  {p}" for p in fatal[: cfg.max_reported_problems])
-        more = len(fatal) - cfg.max_reported_problems
+def split_key(messages: list[dict[str, str]], seed: int) -> bytes:
+    """A seeded hash of the content: the split depends on what a row says, not where it sits."""
+    blob = json.dumps(messages, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(f"{seed}\0{blob}".encode()).digest()[:KEY_BYTES]
+
+
+def same_key(key: bytes, stored: bytes) -> bool:
+    """Whether a fresh key equals one read back from a KEY_DTYPE array (numpy drops its trailing NULs)."""
+    return key.rstrip(b"\0") == stored
+
+
+# ---------------------------------------------------------------- problems
+
+
+class ProblemLog:
+    """Problems counted by kind, keeping only the few an error message shows (bounded memory)."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        self.cfg = cfg
+        self.counts: Counter[str] = Counter()
+        self.fatal: Counter[str] = Counter()
+        self.shown: list[Problem] = []
+
+    def add(self, problem: Problem) -> None:
+        self.counts[problem.kind] += 1
+        if self.cfg.on_problem.get(problem.kind, Policy.error) is Policy.error:
+            self.fatal[problem.kind] += 1
+            if len(self.shown) < self.cfg.max_reported_problems:
+                self.shown.append(problem)
+
+
+def enforce(problems: ProblemLog, cfg: DataConfig, report_drops: bool = True) -> Counter[str]:
+    """Raise on the problems whose policy is `error` (listing the first ones); count the dropped ones."""
+    if problems.fatal:
+        total = sum(problems.fatal.values())
+        shown = "\n".join(f"  {p}" for p in problems.shown)
+        more = total - len(problems.shown)
         tail = f"\n  ... and {more} more" if more > 0 else ""
-        counts = ", ".join(f"{k}={n}" for k, n in sorted(kinds.items()))
-        fixes = ", ".join(f"data.on_problem.{k}=drop" for k in sorted(kinds))
+        counts = ", ".join(f"{k}={n}" for k, n in sorted(problems.fatal.items()))
+        fixes = ", ".join(f"data.on_problem.{k}=drop" for k in sorted(problems.fatal))
         raise DataValidationError(
-            f"{len(fatal)} invalid row(s) in the dataset ({counts}):\n{shown}{tail}\n"
+            f"{total} invalid row(s) in the dataset ({counts}):\n{shown}{tail}\n"
             f"Fix these rows, or drop such rows and count them with {fixes}"
         )
-    dropped = Counter(p.kind for p in problems)
-    for kind, n in sorted(dropped.items()):
-        log.warning("dropped %d row(s) with problem %s (data.on_problem.%s=drop)", n, kind, kind)
-    return dropped
+    if report_drops:
+        for kind, n in sorted(problems.counts.items()):
+            log.warning("dropped %d row(s) with problem %s (data.on_problem.%s=drop)", n, kind, kind)
+    return Counter(problems.counts)
 
 
-def split_key(conversation: Conversation, seed: int) -> str:
-    """A seeded hash of the content: the split depends on what a row says, not where it sits."""
-    blob = json.dumps(conversation.messages, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(f"{seed}\0{blob}".encode()).hexdigest()
+# ---------------------------------------------------------------- sources
 
 
-def split(conversations: list[Conversation], cfg: DataConfig) -> tuple[list[int], list[int]]:
-    n = len(conversations)
+@dataclass(frozen=True)
+class Source:
+    """One dataset input (`data.path` or `data.eval_path`), read as often as the stage needs."""
+
+    key: str
+    path: str
+    cfg: DataConfig
+
+    def read(self) -> Iterator[Conversation | Problem]:
+        """The source's rows in order; a file that cannot be read is a TrainerError naming it."""
+        items = iter_conversations(self.path, self.cfg.format, self.cfg.hub_split)
+        while True:
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            except TrainerError:
+                raise
+            except (OSError, ValueError) as exc:  # missing, unreadable, unsupported: the message names it
+                raise TrainerError(f"{self.key}: {exc}") from exc
+            yield item
+
+    def conversations(self, expected: int) -> Iterator[Conversation]:
+        """The valid rows again (after pass 1 counted `expected` of them); a changed file is an error."""
+        n = 0
+        for item in self.read():
+            if isinstance(item, Conversation):
+                n += 1
+                if n > expected:
+                    break
+                yield item
+        if n != expected:
+            raise self.changed()
+
+    def changed(self) -> TrainerError:
+        return TrainerError(f"{self.key}: {self.path} changed while the data stage was reading it; run again")
+
+
+def sources(cfg: DataConfig) -> dict[str, Source]:
+    found = {"train": Source("data.path", cfg.path, cfg)}
+    if cfg.eval_path:
+        found["eval"] = Source("data.eval_path", cfg.eval_path, cfg)
+    return found
+
+
+def validate_sources(cfg: DataConfig) -> tuple[dict[str, int], ProblemLog]:
+    """Pass 1, before any tokenizer loads: every row checked, fatal problems raised, rows counted.
+
+    Returns the number of valid rows per source and the problems (all dropped by policy).
+    Streams: memory does not grow with the dataset.
+    """
+    problems = ProblemLog(cfg)
+    read: dict[str, int] = {}
+    for label, source in sources(cfg).items():
+        read[label] = 0
+        for item in source.read():
+            if isinstance(item, Problem):
+                problems.add(item)
+            else:
+                read[label] += 1
+    enforce(problems, cfg, report_drops=False)
+    for label, source in sources(cfg).items():
+        if not read[label]:
+            dropped = ", ".join(f"{k}={n}" for k, n in sorted(problems.counts.items())) or "none"
+            raise DataValidationError(
+                f"{source.key}: {source.path} holds no usable row (rows dropped by data.on_problem: {dropped})"
+            )
+    return read, problems
+
+
+# ---------------------------------------------------------------- the index
+
+
+@dataclass
+class Index:
+    """Per valid row of a source, in reading order: what the split, dedupe and calibration need."""
+
+    tokens: np.ndarray  # int64, rendered with the chat template
+    split_keys: np.ndarray  # KEY_DTYPE, see split_key
+    text_keys: np.ndarray  # KEY_DTYPE, see text_key
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def build_index(
+    tokenizer: Any, source: Source, expected: int, cfg: DataConfig, problems: ProblemLog, label: str
+) -> Index:
+    """Pass 2: render and count every valid row, keeping 40 bytes of it; long rows become problems."""
+    tokens = array("q")
+    split_keys = bytearray()
+    text_keys = bytearray()
+    batch: list[Conversation] = []
+
+    def flush() -> None:
+        texts = render(tokenizer, batch)
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        for conversation, text, ids in zip(batch, texts, encoded, strict=True):
+            if len(ids) > cfg.max_length:
+                problems.add(
+                    Problem(
+                        "too_long",
+                        conversation.where,
+                        "",
+                        f"{len(ids)} tokens > data.max_length={cfg.max_length}",
+                    )
+                )
+            tokens.append(len(ids))
+            split_keys.extend(split_key(conversation.messages, cfg.split_seed))
+            text_keys.extend(text_key(text))
+        batch.clear()
+
+    rows = source.conversations(expected)
+    for conversation in track(rows, total=expected, description=f"tokenizing {label}", transient=True):
+        batch.append(conversation)
+        if len(batch) == TOKENIZE_BATCH:
+            flush()
+    if batch:
+        flush()
+    return Index(
+        np.frombuffer(tokens, dtype=np.int64),
+        np.frombuffer(bytes(split_keys), dtype=KEY_DTYPE),
+        np.frombuffer(bytes(text_keys), dtype=KEY_DTYPE),
+    )
+
+
+def split_mask(index: Index, kept: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """Which rows are eval: the kept rows whose seeded content hash ranks first."""
+    candidates = np.flatnonzero(kept)
+    n = len(candidates)
     n_eval = cfg.eval_size if cfg.eval_size is not None else max(1, round(cfg.eval_fraction * n))
     if n_eval >= n:
         raise DataValidationError(
-            f"data.eval_size/eval_fraction: {n_eval} eval rows out of {n} leaves nothing to train on; "
-            "lower it or give data.eval_path"
+            f"data.eval_size/eval_fraction: {n_eval} eval rows out of {n} usable in {cfg.path} leaves nothing "
+            "to train on; lower it or give data.eval_path"
         )
-    ranked = sorted(range(n), key=lambda i: split_key(conversations[i], cfg.split_seed))
-    eval_ids = set(ranked[:n_eval])
-    return [i for i in range(n) if i not in eval_ids], sorted(eval_ids)
+    ranked = candidates[np.argsort(index.split_keys[candidates], kind="stable")]
+    is_eval = np.zeros(len(index), dtype=bool)
+    is_eval[ranked[:n_eval]] = True
+    return is_eval
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def train_wanted(calib: CalibrationConfig) -> int:
+    """How many calibration samples come from train (the rest are generic text)."""
+    n_generic = {
+        CalibrationSource.train: 0,
+        CalibrationSource.generic: calib.samples,
+        CalibrationSource.mixed: round(calib.samples * calib.generic_fraction),
+    }[calib.source]
+    return calib.samples - n_generic
+
+
+def pick_train(text_keys: np.ndarray, tokens: np.ndarray, calib: CalibrationConfig) -> list[int]:
+    """Positions of the train samples to calibrate on, in draw order, from their hashes and lengths.
+
+    Distinct texts, in a seeded shuffle of their hash order (so neither the input's order nor
+    its duplicates matter), taken while they fit the token budget.
+    """
+    wanted = train_wanted(calib)
+    if not wanted or not len(text_keys):
+        return []
+    _, first = np.unique(text_keys, return_index=True)
+    order = first[np.random.default_rng(calib.seed % 2**64).permutation(len(first))]  # any int seed
+    picked: list[int] = []
+    budget = calib.max_tokens
+    for position in order.tolist():
+        if len(picked) == wanted or budget <= 0:
+            break
+        n = int(tokens[position])
+        if n > budget:
+            continue
+        picked.append(position)
+        budget -= n
+    return picked
 
 
 def _generic_pool(tokenizer: Any, calib: CalibrationConfig) -> list[list[int]]:
@@ -90,22 +294,17 @@ def _generic_pool(tokenizer: Any, calib: CalibrationConfig) -> list[list[int]]:
     return pool
 
 
-def draw_calibration(
-    tokenizer: Any, train_texts: list[str], eval_texts: set[str], calib: CalibrationConfig
+def assemble_calibration(
+    tokenizer: Any, train_texts: list[str], eval_keys: np.ndarray, calib: CalibrationConfig
 ) -> list[dict[str, Any]]:
-    """Seeded, deduplicated samples, capped in count and total tokens, never an eval text."""
+    """Calibration rows from the picked train texts (in draw order), topped up with generic text."""
     rng = random.Random(calib.seed)
-    n_generic = {
-        CalibrationSource.train: 0,
-        CalibrationSource.generic: calib.samples,
-        CalibrationSource.mixed: round(calib.samples * calib.generic_fraction),
-    }[calib.source]
+    wanted = train_wanted(calib)
+    n_generic = calib.samples - wanted
     pools: list[tuple[str, list[list[int]], int]] = []
-    if n_generic < calib.samples:
-        unique = sorted({t for t in train_texts if t not in eval_texts})
-        rng.shuffle(unique)
-        encoded = tokenizer(unique, add_special_tokens=False)["input_ids"] if unique else []
-        pools.append(("train", encoded, calib.samples - n_generic))
+    if wanted:
+        encoded = tokenizer(train_texts, add_special_tokens=False)["input_ids"] if train_texts else []
+        pools.append(("train", encoded, wanted))
     if n_generic:
         generic = _generic_pool(tokenizer, calib)
         rng.shuffle(generic)
@@ -113,16 +312,16 @@ def draw_calibration(
     rows: list[dict[str, Any]] = []
     budget = calib.max_tokens
     seen: set[tuple[int, ...]] = set()
-    for source, pool, wanted in pools:
+    for source, pool, wanted_here in pools:
         taken = 0
         for ids in pool:
-            if taken == wanted or budget <= 0:
+            if taken == wanted_here or budget <= 0:
                 break
             key = tuple(ids)
             if key in seen or len(ids) > budget:
                 continue
             seen.add(key)
-            text = tokenizer.decode(ids, skip_special_tokens=False) if source == "generic" else None
+            text = tokenizer.decode(ids, skip_special_tokens=False)
             rows.append(
                 {"id": len(rows), "source": source, "tokens": len(ids), "text": text, "input_ids": ids}
             )
@@ -133,105 +332,160 @@ def draw_calibration(
             "data.calibration: no calibration sample fits; raise data.calibration.max_tokens "
             f"({calib.max_tokens}) or check that the {calib.source.value} source is not empty"
         )
-    for row in rows:
-        if row["text"] is None:
-            row["text"] = tokenizer.decode(row["input_ids"], skip_special_tokens=False)
-        if row["text"] in eval_texts:
-            raise AssertionError("a calibration sample equals an eval conversation")
+    keys = np.array([text_key(row["text"]) for row in rows], dtype=KEY_DTYPE)
+    if np.isin(keys, eval_keys).any():
+        raise AssertionError("a calibration sample equals an eval conversation")
     return rows
 
 
-def _length_stats(counts: list[int]) -> dict[str, float]:
-    if not counts:
+def draw_calibration(
+    tokenizer: Any, train_texts: list[str], eval_texts: set[str], calib: CalibrationConfig
+) -> list[dict[str, Any]]:
+    """The data stage's calibration draw over texts in memory (for scripts): same picks, same rows."""
+    candidates = [t for t in train_texts if t not in eval_texts]
+    keys = np.array([text_key(t) for t in candidates], dtype=KEY_DTYPE)
+    encoded = tokenizer(candidates, add_special_tokens=False)["input_ids"] if candidates else []
+    tokens = np.array([len(ids) for ids in encoded], dtype=np.int64)
+    picked = pick_train(keys, tokens, calib)
+    eval_keys = np.array([text_key(t) for t in eval_texts], dtype=KEY_DTYPE)
+    return assemble_calibration(tokenizer, [candidates[i] for i in picked], eval_keys, calib)
+
+
+# ---------------------------------------------------------------- writing
+
+
+class JsonlWriter:
+    """Rows appended one at a time to a .jsonl file, hashed as written."""
+
+    def __init__(self, path: Path) -> None:
+        self.digest = hashlib.sha256()
+        self.handle: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def write(self, row: dict[str, Any]) -> None:
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        self.digest.update(line.encode("utf-8"))
+        self.handle.write(line)
+
+    def close(self) -> str:
+        self.handle.close()
+        return self.digest.hexdigest()
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> str:
+    writer = JsonlWriter(path)
+    try:
+        for row in rows:
+            writer.write(row)
+    finally:
+        digest = writer.close()
+    return digest
+
+
+def _length_stats(counts: np.ndarray) -> dict[str, float]:
+    if not len(counts):
         return {"tokens": 0}
+    values = counts.tolist()
     return {
-        "tokens": sum(counts),
-        "min": min(counts),
-        "mean": round(statistics.fmean(counts), 1),
-        "max": max(counts),
+        "tokens": sum(values),
+        "min": min(values),
+        "mean": round(statistics.fmean(values), 1),
+        "max": max(values),
     }
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "w", encoding="utf-8") as handle:
-        for row in rows:
-            line = json.dumps(row, ensure_ascii=False) + "\n"
-            digest.update(line.encode("utf-8"))
-            handle.write(line)
-    return digest.hexdigest()
+def _write_rows(
+    source: Source,
+    index: Index,
+    expected: int,
+    cfg: DataConfig,
+    destination: dict[str, JsonlWriter],
+    where_to: np.ndarray,
+    picks: dict[int, int],
+    tokenizer: Any,
+) -> dict[int, str]:
+    """Pass 3 over one source: each row to the writer `where_to` names; the picked rows rendered."""
+    names = list(destination)
+    rendered: dict[int, str] = {}
+    for position, conversation in enumerate(source.conversations(expected)):
+        if not same_key(split_key(conversation.messages, cfg.split_seed), index.split_keys[position]):
+            raise source.changed()
+        target = int(where_to[position])
+        if target >= 0:
+            destination[names[target]].write({"messages": conversation.messages, "where": conversation.where})
+        if position in picks:
+            rendered[picks[position]] = tokenizer.apply_chat_template(conversation.messages, tokenize=False)
+    return rendered
 
 
-def _with_lengths(
-    tokenizer: Any, conversations: list[Conversation], cfg: DataConfig, label: str
-) -> tuple[list[Conversation], list[str], list[int], list[Problem]]:
-    texts = render(tokenizer, conversations)
-    counts = count_tokens(tokenizer, texts, label)
-    keep, problems = [], []
-    for index, (conversation, n) in enumerate(zip(conversations, counts, strict=True)):
-        if n > cfg.max_length:
-            problems.append(
-                Problem("too_long", conversation.where, "", f"{n} tokens > data.max_length={cfg.max_length}")
-            )
-        else:
-            keep.append(index)
-    return (
-        [conversations[i] for i in keep],
-        [texts[i] for i in keep],
-        [counts[i] for i in keep],
-        problems,
-    )
+# ---------------------------------------------------------------- the stage
+
+TRAIN, EVAL, NOWHERE = 0, 1, -1
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg.data
-    try:
-        rows, problems = load_conversations(cfg.path, cfg.format, cfg.hub_split)
-        eval_rows: list[Conversation] = []
-        if cfg.eval_path:
-            eval_rows, eval_problems = load_conversations(cfg.eval_path, cfg.format, cfg.hub_split)
-            problems += eval_problems
-    except (FileNotFoundError, ValueError) as exc:
-        raise TrainerError(f"data.path: {exc}") from exc
-    read = {"train": len(rows), "eval": len(eval_rows)}
-    enforce([p for p in problems if p.kind != "too_long"], cfg)  # fail fast, before tokenizing
+    inputs = sources(cfg)
+    read, problems = validate_sources(cfg)  # fail fast, before tokenizing
 
     tokenizer = load_tokenizer(ctx.cfg.model)
-    rows, texts, counts, long_rows = _with_lengths(tokenizer, rows, cfg, "rows")
-    if cfg.eval_path:
-        eval_rows, eval_texts, eval_counts, long_eval = _with_lengths(tokenizer, eval_rows, cfg, "eval rows")
-        long_rows += long_eval
-    dropped = enforce(problems + long_rows, cfg)
+    train = build_index(tokenizer, inputs["train"], read["train"], cfg, problems, "rows")
+    evals = (
+        build_index(tokenizer, inputs["eval"], read["eval"], cfg, problems, "eval rows")
+        if cfg.eval_path
+        else None
+    )
+    dropped = enforce(problems, cfg)
 
-    if not cfg.eval_path:
-        train_ids, eval_ids = split(rows, cfg)
-        eval_rows, eval_texts, eval_counts = ([seq[i] for i in eval_ids] for seq in (rows, texts, counts))
-        rows, texts, counts = ([seq[i] for i in train_ids] for seq in (rows, texts, counts))
-    eval_set = set(eval_texts)
-    overlap = [i for i, text in enumerate(texts) if text in eval_set]
-    if overlap:
-        log.warning("dropped %d train conversation(s) identical to eval ones", len(overlap))
-        keep = [i for i in range(len(rows)) if i not in set(overlap)]
-        rows, texts, counts = ([seq[i] for i in keep] for seq in (rows, texts, counts))
-    if not rows or not eval_rows:
+    train_kept = train.tokens <= cfg.max_length
+    if evals is None:
+        is_eval = split_mask(train, train_kept, cfg)
+        eval_index, eval_rows = train, is_eval
+    else:
+        is_eval = np.zeros(len(train), dtype=bool)
+        eval_index, eval_rows = evals, evals.tokens <= cfg.max_length
+    eval_keys = np.unique(eval_index.text_keys[eval_rows])
+    in_train = train_kept & ~is_eval
+    overlap = in_train & np.isin(train.text_keys, eval_keys)
+    if overlap.any():
+        log.warning("dropped %d train conversation(s) identical to eval ones", int(overlap.sum()))
+    in_train &= ~overlap
+    n_train, n_eval = int(in_train.sum()), int(eval_rows.sum())
+    if not n_train or not n_eval:
+        where = cfg.path if evals is None or not n_train else cfg.eval_path
         raise DataValidationError(
-            f"data: {len(rows)} train and {len(eval_rows)} eval conversations remain; need both"
+            f"data: {n_train} train and {n_eval} eval conversations remain in {where}; need both"
         )
 
-    calibration = draw_calibration(tokenizer, texts, eval_set, cfg.calibration)
+    train_positions = np.flatnonzero(in_train)
+    picked = pick_train(train.text_keys[train_positions], train.tokens[train_positions], cfg.calibration)
+    picks = {int(train_positions[p]): order for order, p in enumerate(picked)}
+
     out = ctx.out_dir
-    write_jsonl(out / "train.jsonl", [{"messages": c.messages, "where": c.where} for c in rows])
-    write_jsonl(out / "eval.jsonl", [{"messages": c.messages, "where": c.where} for c in eval_rows])
+    writers = {"train": JsonlWriter(out / "train.jsonl"), "eval": JsonlWriter(out / "eval.jsonl")}
+    try:
+        where_to = np.where(in_train, TRAIN, np.where(is_eval, EVAL, NOWHERE))
+        rendered = _write_rows(
+            inputs["train"], train, read["train"], cfg, writers, where_to, picks, tokenizer
+        )
+        if evals is not None:
+            where_to = np.where(eval_rows, EVAL, NOWHERE)
+            _write_rows(inputs["eval"], evals, read["eval"], cfg, writers, where_to, {}, tokenizer)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    calibration = assemble_calibration(
+        tokenizer, [rendered[i] for i in range(len(picked))], eval_keys, cfg.calibration
+    )
     calibration_sha = write_jsonl(out / "calibration.jsonl", calibration)
     calib_tokens = sum(r["tokens"] for r in calibration)
     stats = {
         "path": cfg.path,
         "eval_path": cfg.eval_path,
-        "rows_read": read,
+        "rows_read": read if evals is not None else {**read, "eval": 0},
         "dropped": dict(sorted(dropped.items())),
-        "train_eval_overlap_dropped": len(overlap),
-        "train": {"conversations": len(rows), **_length_stats(counts)},
-        "eval": {"conversations": len(eval_rows), **_length_stats(eval_counts)},
+        "train_eval_overlap_dropped": int(overlap.sum()),
+        "train": {"conversations": n_train, **_length_stats(train.tokens[in_train])},
+        "eval": {"conversations": n_eval, **_length_stats(eval_index.tokens[eval_rows])},
         "chat_template_sha256": hashlib.sha256(tokenizer.chat_template.encode()).hexdigest(),
         "calibration": {
             "source": cfg.calibration.source.value,
@@ -246,15 +500,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     (out / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log.info(
         "data: %d train / %d eval conversations, %d calibration samples (%d tokens, %s)",
-        len(rows),
-        len(eval_rows),
+        n_train,
+        n_eval,
         len(calibration),
         calib_tokens,
         cfg.calibration.source.value,
     )
     return {
-        "train": len(rows),
-        "eval": len(eval_rows),
+        "train": n_train,
+        "eval": n_eval,
         "calibration": len(calibration),
         "calibration_tokens": calib_tokens,
         "dropped": sum(dropped.values()),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import MergeBase, ModelConfig, Stage
+from trainer.disk import merged_bytes, require_free
 from trainer.errors import ConfigError, TrainerError
 from trainer.pipeline import StageContext
 
@@ -238,6 +239,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     qlora = cfg.train.qlora
     wanted = (
         [MergeBase.original, MergeBase.dequantized] if cfg.merge.base is MergeBase.auto else [cfg.merge.base]
+    )
+    require_free(
+        ctx.out_dir, merged_bytes(checkpoint, len(wanted)), f"the merge ({len(wanted)} candidate(s) in bf16)"
     )
     built: dict[MergeBase, Path] = {}
     details: dict[str, Any] = {}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import ArtifactConfig, QuantFormat, Stage, TrainerConfig
+from trainer.disk import quantized_bytes, require_free
 from trainer.errors import ConfigError
 from trainer.pipeline import StageContext
 
@@ -211,6 +212,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     specs = {name: cfg.quantize.artifacts[name] for name in cfg.quantize.enabled}
     for name, spec in specs.items():
         check_artifact(name, spec, model_config, sum(len(c) for c in calib))
+    ggufs = sum(spec.format is QuantFormat.gguf for spec in specs.values())
+    needed = quantized_bytes(merged, [spec.bits for spec in specs.values()], ggufs)
+    require_free(ctx.out_dir, needed, f"quantizing {', '.join(specs)}")
     summary: dict[str, Any] = {}
     for name, spec in specs.items():
         log.info("quantizing %s (%s)", name, spec.format.value)
