@@ -92,7 +92,7 @@ def test_ray_sweep_of_two_jobs_writes_a_ranked_summary_and_builds_data_once(tmp_
     sweep = tmp_path / "sweep"
     result = run_trainer(
         ["-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "lora.r=4,8", *QUICK,
-         f"hydra.sweep.dir={sweep}"],
+         f"hydra.sweep.dir={sweep}", f"cache_dir={tmp_path / 'cache'}"],  # a cache no other test filled
         cwd=tmp_path,
         timeout=1200,
     )  # fmt: skip
@@ -108,7 +108,7 @@ def test_ray_sweep_of_two_jobs_writes_a_ranked_summary_and_builds_data_once(tmp_
     for job in jobs:
         report = json.loads((Path(job["run_dir"]) / "report.json").read_text())
         assert job["value"] == key_metric(report)
-    assert summary["common_overrides"] == QUICK
+    assert summary["common_overrides"] == [*QUICK, f"cache_dir={tmp_path / 'cache'}"]
     csv_lines = (sweep / "sweep_summary.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and csv_lines[0].startswith("rank,job,overrides,status")
     assert "| 1 |" in (sweep / "sweep_summary.md").read_text()
