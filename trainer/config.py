@@ -442,8 +442,7 @@ def validate(cfg: TrainerConfig) -> None:
     # possibly hours in; tests/test_reliability_config.py tries an invalid value for every key.
     import re
 
-    from trainer.gguf import check_gguf_type
-    from trainer.stages.quantize import BITS
+    from trainer.stages.quantize import check_settings
 
     _check(
         cfg.name not in ("", ".", "..") and not set(cfg.name) & set("/\\"),
@@ -532,30 +531,7 @@ def validate(cfg: TrainerConfig) -> None:
     )
     # What the quantize stage checks without the model, checked here so it fails before training.
     for name in cfg.quantize.enabled:
-        spec, key = cfg.quantize.artifacts[name], f"quantize.artifacts.{name}"
-        backends = ("gptqmodel", "autoawq")
-        _check(
-            spec.backend in backends, f"{key}.backend", f"{spec.backend!r}; allowed: {', '.join(backends)}"
-        )
-        if spec.format is QuantFormat.gguf:
-            try:
-                check_gguf_type(spec.gguf_type, spec.imatrix)
-            except ConfigError as exc:
-                raise ConfigError(f"{key}.gguf_type: {exc}") from exc
-            continue
-        bits = BITS[spec.format]
-        _check(spec.bits in bits, f"{key}.bits", f"{spec.bits}: {spec.format.value} supports {list(bits)}")
-        _check(
-            spec.group_size == -1 or spec.group_size > 0,
-            f"{key}.group_size",
-            f"{spec.group_size}: use a positive size, or -1 for one group per channel",
-        )
-        _check(0 < spec.damp_percent < 1, f"{key}.damp_percent", f"{spec.damp_percent} must be in (0, 1)")
-        _check(
-            spec.format is not QuantFormat.awq or not spec.desc_act,
-            f"{key}.desc_act",
-            "AWQ has no act-order; set it false",
-        )
+        check_settings(name, cfg.quantize.artifacts[name])
     metrics = ["best_quantized", "merged", "base", *cfg.quantize.enabled]
     _check(
         cfg.eval.key_metric in metrics,

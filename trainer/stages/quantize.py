@@ -24,6 +24,7 @@ from trainer.pipeline import StageContext
 log = logging.getLogger(__name__)
 
 BITS = {QuantFormat.gptq: (2, 3, 4, 8), QuantFormat.awq: (4,)}
+BACKENDS = ("gptqmodel", "autoawq")
 MIN_CALIBRATION_TOKENS = 512
 
 
@@ -39,9 +40,8 @@ def linear_input_sizes(config: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def check_artifact(
-    name: str, spec: ArtifactConfig, model_config: dict[str, Any], calibration_tokens: int
-) -> None:
+def check_settings(name: str, spec: ArtifactConfig) -> None:
+    """What can be refused without the model; `validate()` calls it so that it fails before training."""
     key = f"quantize.artifacts.{name}"
     if spec.format is QuantFormat.gguf:
         from trainer.gguf import check_gguf_type
@@ -51,28 +51,33 @@ def check_artifact(
         except ConfigError as exc:
             raise ConfigError(f"{key}.gguf_type: {exc}") from exc
         return
-    if spec.format in BITS:
-        allowed = BITS[spec.format]
-        if spec.bits not in allowed:
-            raise ConfigError(f"{key}.bits={spec.bits}: {spec.format.value} supports {list(allowed)}")
-        if spec.group_size != -1:
-            if spec.group_size <= 0:
+    allowed = BITS[spec.format]
+    if spec.bits not in allowed:
+        raise ConfigError(f"{key}.bits={spec.bits}: {spec.format.value} supports {list(allowed)}")
+    if spec.group_size != -1 and spec.group_size <= 0:
+        raise ConfigError(f"{key}.group_size={spec.group_size}: use a positive size or -1 (per channel)")
+    if not 0 < spec.damp_percent < 1:
+        raise ConfigError(f"{key}.damp_percent={spec.damp_percent}: must be in (0, 1)")
+    if spec.backend not in BACKENDS:
+        raise ConfigError(f"{key}.backend={spec.backend!r}: allowed {', '.join(BACKENDS)}")
+    if spec.format is QuantFormat.awq and spec.desc_act:
+        raise ConfigError(f"{key}.desc_act=true: AWQ has no act-order; set it false")
+
+
+def check_artifact(
+    name: str, spec: ArtifactConfig, model_config: dict[str, Any], calibration_tokens: int
+) -> None:
+    """The settings, then what needs the merged model and the calibration set."""
+    check_settings(name, spec)
+    key = f"quantize.artifacts.{name}"
+    if spec.format is not QuantFormat.gguf and spec.group_size != -1:
+        for layers, size in linear_input_sizes(model_config).items():
+            if size % spec.group_size:
+                divisors = [g for g in (32, 64, 128, 256) if size % g == 0]
                 raise ConfigError(
-                    f"{key}.group_size={spec.group_size}: use a positive size or -1 (per channel)"
+                    f"{key}.group_size={spec.group_size} does not divide the input size {size} of {layers}; "
+                    f"use one of {divisors} or -1"
                 )
-            for layers, size in linear_input_sizes(model_config).items():
-                if size % spec.group_size:
-                    divisors = [g for g in (32, 64, 128, 256) if size % g == 0]
-                    raise ConfigError(
-                        f"{key}.group_size={spec.group_size} does not divide the input size {size} of {layers}; "
-                        f"use one of {divisors} or -1"
-                    )
-        if not 0 < spec.damp_percent < 1:
-            raise ConfigError(f"{key}.damp_percent={spec.damp_percent}: must be in (0, 1)")
-        if spec.format is QuantFormat.awq and spec.backend not in ("gptqmodel", "autoawq"):
-            raise ConfigError(f"{key}.backend={spec.backend!r}: allowed gptqmodel, autoawq")
-        if spec.format is QuantFormat.awq and spec.desc_act:
-            raise ConfigError(f"{key}.desc_act=true: AWQ has no act-order; set it false")
     if calibration_tokens < MIN_CALIBRATION_TOKENS:
         raise ConfigError(
             f"{key}: the calibration set holds {calibration_tokens} tokens, fewer than {MIN_CALIBRATION_TOKENS}; "
