@@ -117,6 +117,7 @@ def test_size_estimates_follow_the_checkpoint() -> None:
     assert params == 8_130_816
     assert merged_bytes(TINY, 2) == 4 * params  # two bf16 candidates with merge.base=auto
     assert quantized_bytes(TINY, [4, 4], ggufs=1) == 2 * (params * 5 // 8) + 2 * params
+    record("disk", "the size of each large write, read from safetensors headers", "estimated before writing")
 
 
 def test_a_disk_too_small_stops_before_the_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
