@@ -1,0 +1,247 @@
+"""Charts (PNG, matplotlib Agg) and markdown tables from the benchmark JSON files.
+
+Every figure in docs/BENCHMARKS.md comes from a JSON a benchmark script wrote; this module
+turns those files into the charts and prints the tables, so nothing is typed by hand. The
+benchmark scripts call `plot_all` when they finish; to redraw everything:
+
+    python scripts/bench_plot.py --dir docs/benchmarks            # charts
+    python scripts/bench_plot.py --dir docs/benchmarks --markdown # and the markdown tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+OURS, THEIRS = "#1f77b4", "#ff7f0e"
+STAGES = ("data", "train", "merge", "quantize", "evaluate", "export")
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _bars(ax: Any, labels: list[str], values: list[float], colors: list[str], fmt: str) -> None:
+    bars = ax.bar(labels, values, color=colors)
+    ax.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2, fontsize=8)
+    ax.margins(y=0.15)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_merge(data: dict[str, Any], path: Path) -> Path:
+    med = data["median"]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    labels = ["ours (streaming)", "peft merge_and_unload"]
+    _bars(
+        axes[0], labels, [med["ours"]["peak_rss_mib"], med["peft"]["peak_rss_mib"]], [OURS, THEIRS], "{:.0f}"
+    )
+    axes[0].axhline(med["ours"]["after_imports_mib"], color="grey", ls="--", lw=1, label="after imports")
+    axes[0].set_ylabel("peak RSS (MiB)")
+    axes[0].legend(fontsize=8, loc="upper left")
+    axes[0].set_title(f"peak memory (ratio {data['peak_ratio']:.2f})", fontsize=10)
+    _bars(axes[1], labels, [med["ours"]["seconds"], med["peft"]["seconds"]], [OURS, THEIRS], "{:.1f}")
+    axes[1].set_ylabel("seconds")
+    axes[1].set_title("wall time", fontsize=10)
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle(f"Merge, {data['model']['parameters'] / 1e6:.0f}M-parameter Llama (bf16)", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_calibration(data: dict[str, Any], path: Path) -> Path:
+    table = data["median_delta_pct"]
+    artifacts = sorted({key.split("/")[0] for key in table})
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    width = 0.38
+    for offset, (source, color) in enumerate((("train", OURS), ("generic", THEIRS))):
+        xs = [i + (offset - 0.5) * width for i in range(len(artifacts))]
+        values = [table[f"{a}/{source}"] for a in artifacts]
+        bars = ax.bar(xs, values, width, color=color, label=f"{source} calibration")
+        ax.bar_label(bars, labels=[f"{v:+.2f}%" for v in values], padding=2, fontsize=8)
+    ax.set_xticks(range(len(artifacts)), artifacts)
+    ax.set_ylabel("perplexity change vs merged BF16 (%)")
+    ax.margins(y=0.15)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Calibration source (merged BF16 perplexity {data['merged_perplexity']:.1f})", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_train(results: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """One column per model: tokens/s and peak RSS, the two sides side by side."""
+    fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 6), squeeze=False)
+    for col, data in enumerate(results):
+        a, b = data["sides"]
+        med = data["median"]
+        name = f"{data['model']['name']} ({data['model']['parameters'] / 1e6:.0f}M)"
+        for row, (key, label, fmt) in enumerate(
+            (
+                ("tokens_per_s", "tokens/s (real tokens)", "{:.0f}"),
+                ("peak_rss_mib", "peak RSS (MiB)", "{:.0f}"),
+            )
+        ):
+            ax = axes[row][col]
+            _bars(ax, [a, b], [med[a][key], med[b][key]], [OURS, THEIRS], fmt)
+            ax.set_ylabel(label)
+            ratio = med[a][key] / med[b][key]
+            ax.set_title(f"{name}: {a}/{b} = {ratio:.3f}", fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_packing(results: list[dict[str, Any]], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2 * len(results), figsize=(4 * 2 * len(results), 3.4), squeeze=False)
+    for i, data in enumerate(results):
+        a, b = data["sides"]
+        med = data["median"]
+        name = f"{data['model']['name']} model"
+        ax = axes[0][2 * i]
+        _bars(ax, [a, b], [med[a]["tokens_per_s"], med[b]["tokens_per_s"]], [OURS, THEIRS], "{:.0f}")
+        ax.set_ylabel("tokens/s (real tokens)")
+        ax.set_title(f"{name}: throughput ({a}/{b} {data['ratios']['tokens_per_s']:.2f})", fontsize=9)
+        ax = axes[0][2 * i + 1]
+        _bars(
+            ax,
+            [a, b],
+            [100 * med[a]["pad_fraction"], 100 * med[b]["pad_fraction"]],
+            [OURS, THEIRS],
+            "{:.1f}%",
+        )
+        ax.set_ylabel("pad tokens / batch tokens (%)")
+        ax.set_title(f"{name}: wasted padding", fontsize=9)
+    fig.suptitle("Packing on vs off (our train stage)", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_e2e(data: dict[str, Any], path: Path) -> Path:
+    stages = [s for s in STAGES if s in data["stages"]]
+    rows = [data["stages"][s] for s in stages]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    _bars(axes[0], stages, [r["seconds"] for r in rows], [OURS] * len(rows), "{:.1f}")
+    axes[0].set_ylabel("seconds (DONE.json)")
+    axes[0].set_title(f"wall time per stage (total {data['total_wall_s']:.0f} s)", fontsize=10)
+    _bars(axes[1], stages, [r["peak_tree_pss_mib"] for r in rows], [OURS] * len(rows), "{:.0f}")
+    axes[1].set_ylabel("peak PSS of the process tree (MiB)")
+    axes[1].set_title("peak memory per stage", fontsize=10)
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=8)
+    steps = data["max_steps"] if data["max_steps"] is not None else "recipe default"
+    fig.suptitle(f"python -m trainer recipe=support-fr (train.max_steps: {steps})", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_all(folder: Path) -> list[Path]:
+    """Every chart whose JSON exists in `folder`."""
+    made = []
+    if (merge := _load(folder / "merge.json")) is not None:
+        made.append(plot_merge(merge, folder / "merge.png"))
+    if (calibration := _load(folder / "calibration.json")) is not None:
+        made.append(plot_calibration(calibration, folder / "calibration.png"))
+    train = [d for m in ("tiny", "large") if (d := _load(folder / f"train-{m}.json")) is not None]
+    if train:
+        made.append(plot_train(train, folder / "train.png", "Train stage vs plain TRL + PEFT (QLoRA, CPU)"))
+    packing = [d for m in ("tiny", "large") if (d := _load(folder / f"packing-{m}.json")) is not None]
+    if packing:
+        made.append(plot_packing(packing, folder / "packing.png"))
+    if (e2e := _load(folder / "e2e.json")) is not None:
+        made.append(plot_e2e(e2e, folder / "e2e.png"))
+    return made
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_train(data: dict[str, Any]) -> str:
+    a, b = data["sides"]
+    med = data["median"]
+    rows = []
+    for label, key, fmt in (
+        ("tokens/s (median)", "tokens_per_s", "{:.0f}"),
+        ("seconds per step", "seconds_per_step", "{:.3f}"),
+        ("real tokens per step", "tokens_per_step", "{:.0f}"),
+        ("pad fraction", "pad_fraction", "{:.3f}"),
+        ("peak RSS MiB", "peak_rss_mib", "{:.0f}"),
+        ("child wall s", "child_wall_s", "{:.1f}"),
+        ("inside trainer.train() s", "train_call_s", "{:.1f}"),
+    ):
+        va, vb = med[a][key], med[b][key]
+        rows.append([label, fmt.format(va), fmt.format(vb), f"{va / vb:.3f}" if vb else "-"])
+    every = {
+        side: ", ".join(f"{r['summary']['tokens_per_s']:.0f}" for r in data["runs"][side]) for side in (a, b)
+    }
+    rows.append(["tokens/s, every run", every[a], every[b], ""])
+    return _table(["", a, b, f"{a}/{b}"], rows)
+
+
+def markdown_e2e(data: dict[str, Any]) -> str:
+    rows = []
+    for stage in STAGES:
+        if stage not in data["stages"]:
+            continue
+        r = data["stages"][stage]
+        rows.append(
+            [
+                stage,
+                f"{r['seconds']:.1f}",
+                f"{r['peak_tree_rss_mib']:.0f}",
+                f"{r['peak_tree_pss_mib']:.0f}",
+                f"{r['peak_process_rss_mib']:.0f}",
+                str(r["max_processes"]),
+            ]
+        )
+    header = [
+        "stage",
+        "seconds",
+        "peak tree RSS MiB",
+        "peak tree PSS MiB",
+        "largest process MiB",
+        "processes",
+    ]
+    return _table(header, rows)
+
+
+def markdown_all(folder: Path) -> str:
+    parts = []
+    for name in ("train-tiny", "train-large", "packing-tiny", "packing-large"):
+        if (data := _load(folder / f"{name}.json")) is not None:
+            parts.append(f"### {name}\n\n{markdown_train(data)}")
+    if (e2e := _load(folder / "e2e.json")) is not None:
+        parts.append(f"### e2e\n\n{markdown_e2e(e2e)}")
+    return "\n\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dir", type=Path, default=Path("docs/benchmarks"))
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    for path in plot_all(args.dir):
+        print(f"wrote {path}")
+    if args.markdown:
+        print(markdown_all(args.dir))
+
+
+if __name__ == "__main__":
+    main()
