@@ -3,9 +3,10 @@
 For each calibration source and seed: draw the calibration set exactly as the data stage
 does, quantize the run's merged BF16 model to each format, score every artifact in a fresh
 process on the run's eval split, and report perplexity and the delta against merged BF16.
-Usage (after `python -m trainer recipe=support-fr`):
+GGUF Q4_K_M is also built once without an imatrix (source `none`: no calibration at all).
+Usage (after `python -m trainer recipe=support-fr`, or on bench_e2e.py's run):
 
-    python scripts/bench_calibration.py --run-dir runs/support-fr --seeds 0 1 --out docs/benchmarks/calibration.json
+    python scripts/bench_calibration.py --run-dir runs/support-fr --seeds 0 1 2 --out docs/benchmarks/calibration.json
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 from dataclasses import replace
 from pathlib import Path
 
+import bench_util as bu
 from rich.console import Console
 
 from trainer.config import ArtifactConfig, CalibrationSource, QuantFormat, TrainerConfig, to_typed
@@ -29,6 +32,9 @@ ARTIFACTS = {
     "awq-w4g128": ArtifactConfig(format=QuantFormat.awq, group_size=128, sym=False),
     "gguf-q4_k_m": ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_M", imatrix=True),
 }
+# The same GGUF type with no imatrix: llama.cpp's plain quantization, which needs no calibration.
+UNCALIBRATED = {"gguf-q4_k_m": ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_M", imatrix=False)}
+SOURCES = ("train", "generic", "none")
 RUNTIME = {QuantFormat.gptq: "gptqmodel", QuantFormat.awq: "gptqmodel", QuantFormat.gguf: "llama.cpp"}
 
 
@@ -57,44 +63,74 @@ def main() -> None:
     eval_texts = {tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in eval_rows}
     merged_score = score_in_fresh_process("transformers", merged, eval_jsonl, samples=0)
     rows = []
+
+    def measure(source: str, seed: int | None, folder: Path, artifacts: dict, ids: list, digest: str) -> None:
+        for name, spec in artifacts.items():
+            info = quantize_stage.build(cfg, name, spec, merged, folder / name, ids, digest)
+            target = folder / name / info["model_file"] if info.get("model_file") else folder / name
+            scored = score_in_fresh_process(
+                RUNTIME[spec.format], target, eval_jsonl, samples=0, tokenizer_dir=merged
+            )
+            row = {
+                "source": source,
+                "seed": seed,
+                "artifact": name,
+                "perplexity": scored["perplexity"],
+                "delta_pct": (scored["perplexity"] / merged_score["perplexity"] - 1) * 100,
+                "quantize_seconds": info["seconds"],
+                "calibration_sha256": digest,
+            }
+            rows.append(row)
+            Console().print(row)
+
     for source in (CalibrationSource.train, CalibrationSource.generic):
         for seed in args.seeds:
             calib_cfg = replace(cfg.data.calibration, source=source, seed=seed)
             samples = draw_calibration(tokenizer, train_texts, eval_texts, calib_cfg)
-            folder = args.work / f"{source.value}-{seed}"
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
+            folder = fresh_folder(args.work / f"{source.value}-{seed}")
             digest = write_jsonl(folder / "calibration.jsonl", samples)
-            ids = [s["input_ids"] for s in samples]
-            for name, spec in ARTIFACTS.items():
-                info = quantize_stage.build(cfg, name, spec, merged, folder / name, ids, digest)
-                target = folder / name / info["model_file"] if info.get("model_file") else folder / name
-                scored = score_in_fresh_process(
-                    RUNTIME[spec.format], target, eval_jsonl, samples=0, tokenizer_dir=merged
-                )
-                row = {
-                    "source": source.value,
-                    "seed": seed,
-                    "artifact": name,
-                    "perplexity": scored["perplexity"],
-                    "delta_pct": (scored["perplexity"] / merged_score["perplexity"] - 1) * 100,
-                    "quantize_seconds": info["seconds"],
-                    "calibration_sha256": digest,
-                }
-                rows.append(row)
-                Console().print(row)
+            measure(source.value, seed, folder, ARTIFACTS, [s["input_ids"] for s in samples], digest)
+    measure("none", None, fresh_folder(args.work / "none"), UNCALIBRATED, [], "")
+
     table = {}
     for name in ARTIFACTS:
-        for source in ("train", "generic"):
+        for source in SOURCES:
             deltas = [r["delta_pct"] for r in rows if r["artifact"] == name and r["source"] == source]
-            table[f"{name}/{source}"] = statistics.median(deltas)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"merged_perplexity": merged_score["perplexity"], "rows": rows, "median_delta_pct": table}
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"merged BF16 perplexity {merged_score['perplexity']:.3f}")
-    print(f"{'artifact':<14}{'train Δ%':>10}{'generic Δ%':>12}")
+            if deltas:
+                table[f"{name}/{source}"] = statistics.median(deltas)
+    payload = {
+        "benchmark": "calibration source: train split vs generic text (and none), delta vs merged BF16",
+        "machine": bu.machine(),
+        "versions": bu.versions(),
+        "commit": bu.git_commit(),
+        "command": " ".join(["python", "scripts/bench_calibration.py", *sys.argv[1:]]),
+        "run_dir": str(args.run_dir),
+        "seeds": args.seeds,
+        "calibration": {
+            "samples": cfg.data.calibration.samples,
+            "max_tokens": cfg.data.calibration.max_tokens,
+        },
+        "merged_perplexity": merged_score["perplexity"],
+        "rows": rows,
+        "median_delta_pct": table,
+    }
+    bu.write_json(args.out, payload)
+    print(f"merged BF16 perplexity {merged_score['perplexity']:.3f}; median Δ% over seeds {args.seeds}")
+    print(f"{'artifact':<14}" + "".join(f"{source:>10}" for source in SOURCES))
     for name in ARTIFACTS:
-        print(f"{name:<14}{table[f'{name}/train']:>10.3f}{table[f'{name}/generic']:>12.3f}")
+        cells = [
+            f"{table[k]:>10.3f}" if (k := f"{name}/{source}") in table else f"{'-':>10}" for source in SOURCES
+        ]
+        print(f"{name:<14}" + "".join(cells))
+    from bench_plot import plot_all
+
+    plot_all(args.out.parent)
+
+
+def fresh_folder(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 if __name__ == "__main__":

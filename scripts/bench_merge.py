@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import bench_util as bu
 
 SHARD = "250MB"
 
@@ -120,6 +121,7 @@ def main() -> None:
         child(args.child, base, adapter, args.work / f"out-{args.child}")
         return
     base, adapter = build(args.work, args.hidden, args.layers, args.vocab)
+    quiet = bu.wait_quiet()
     shards = sorted(p.name for p in base.glob("*.safetensors"))
     params = json.loads((base / "model.safetensors.index.json").read_text())["metadata"]["total_size"] // 2
     runs: dict[str, list[dict[str, float]]] = {"ours": [], "peft": []}
@@ -140,7 +142,11 @@ def main() -> None:
     )
     report = {
         "benchmark": "merge peak RSS, streaming merge vs peft merge_and_unload",
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "machine": bu.machine(),
+        "versions": bu.versions(),
+        "commit": bu.git_commit(),
+        "command": " ".join(["python", "scripts/bench_merge.py", *sys.argv[1:]]),
+        "waited_for_quiet": quiet,
         "model": {"parameters": params, "shards": len(shards), "shard_size": SHARD, "dtype": "bfloat16"},
         "repeats": args.repeats,
         "runs": runs,
@@ -148,8 +154,7 @@ def main() -> None:
         "peak_ratio": ratio,
         "peak_above_imports_ratio": above,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    bu.write_json(args.out, report)
     print(f"\n{'':<6}{'peak RSS MiB':>14}{'after imports':>15}{'seconds':>10}")
     for which in ("ours", "peft"):
         m = median[which]
@@ -157,6 +162,9 @@ def main() -> None:
     print(
         f"peak ratio ours/peft: {ratio:.2f} (above imports: {above:.2f}); {params / 1e6:.0f}M params, {len(shards)} shards"
     )
+    from bench_plot import plot_all
+
+    plot_all(args.out.parent)
 
 
 if __name__ == "__main__":

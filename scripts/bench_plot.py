@@ -64,18 +64,29 @@ def plot_merge(data: dict[str, Any], path: Path) -> Path:
 def plot_calibration(data: dict[str, Any], path: Path) -> Path:
     table = data["median_delta_pct"]
     artifacts = sorted({key.split("/")[0] for key in table})
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    width = 0.38
-    for offset, (source, color) in enumerate((("train", OURS), ("generic", THEIRS))):
-        xs = [i + (offset - 0.5) * width for i in range(len(artifacts))]
-        values = [table[f"{a}/{source}"] for a in artifacts]
-        bars = ax.bar(xs, values, width, color=color, label=f"{source} calibration")
-        ax.bar_label(bars, labels=[f"{v:+.2f}%" for v in values], padding=2, fontsize=8)
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    sources = (
+        ("train", OURS, "train split"),
+        ("generic", THEIRS, "generic text"),
+        ("none", "#bbbbbb", "none"),
+    )
+    width = 0.8 / len(sources)
+    for offset, (source, color, label) in enumerate(sources):
+        present = [(i, table[key]) for i, a in enumerate(artifacts) if (key := f"{a}/{source}") in table]
+        if not present:
+            continue
+        xs = [i + (offset - (len(sources) - 1) / 2) * width for i, _ in present]
+        values = [v for _, v in present]
+        bars = ax.bar(xs, values, width, color=color, label=f"calibration: {label}")
+        ax.bar_label(bars, labels=[f"{v:+.2f}%" for v in values], padding=2, fontsize=7)
     ax.set_xticks(range(len(artifacts)), artifacts)
     ax.set_ylabel("perplexity change vs merged BF16 (%)")
     ax.margins(y=0.15)
     ax.legend(fontsize=8)
-    ax.set_title(f"Calibration source (merged BF16 perplexity {data['merged_perplexity']:.1f})", fontsize=11)
+    seeds = f", median of {len(data['seeds'])} seeds" if "seeds" in data else ""
+    ax.set_title(
+        f"Calibration source (merged BF16 perplexity {data['merged_perplexity']:.1f}{seeds})", fontsize=10
+    )
     return _save(fig, path)
 
 
@@ -220,6 +231,44 @@ def markdown_e2e(data: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+def markdown_merge(data: dict[str, Any]) -> str:
+    labels = {
+        "ours": "ours (trainer.stages.merge.merge_into)",
+        "peft": "peft merge_and_unload + save_pretrained",
+    }
+    rows = [
+        [
+            labels[side],
+            f"{m['peak_rss_mib']:.0f}",
+            f"{m['after_imports_mib']:.0f}",
+            f"{m['seconds']:.1f}",
+        ]
+        for side, m in data["median"].items()
+    ]
+    rows.append(
+        [
+            "ours/peft",
+            f"{data['peak_ratio']:.3f}",
+            f"{data['peak_above_imports_ratio']:.3f} (above imports)",
+            "",
+        ]
+    )
+    return _table(["merge", "peak RSS MiB", "after imports MiB", "seconds"], rows)
+
+
+def markdown_calibration(data: dict[str, Any]) -> str:
+    table = data["median_delta_pct"]
+    artifacts = sorted({key.split("/")[0] for key in table})
+    sources = ("train", "generic", "none")
+    rows = [
+        [name]
+        + [f"{table[key]:+.3f}%" if (key := f"{name}/{source}") in table else "-" for source in sources]
+        for name in artifacts
+    ]
+    header = ["artifact", "train split calibration", "generic calibration", "no calibration"]
+    return _table(header, rows)
+
+
 def markdown_all(folder: Path) -> str:
     parts = []
     for name in ("train-tiny", "train-large", "packing-tiny", "packing-large"):
@@ -227,6 +276,10 @@ def markdown_all(folder: Path) -> str:
             parts.append(f"### {name}\n\n{markdown_train(data)}")
     if (e2e := _load(folder / "e2e.json")) is not None:
         parts.append(f"### e2e\n\n{markdown_e2e(e2e)}")
+    if (merge := _load(folder / "merge.json")) is not None:
+        parts.append(f"### merge\n\n{markdown_merge(merge)}")
+    if (calibration := _load(folder / "calibration.json")) is not None:
+        parts.append(f"### calibration\n\n{markdown_calibration(calibration)}")
     return "\n\n".join(parts)
 
 

@@ -61,6 +61,10 @@ RECIPE = {
     "lora_r": 16,
     "lora_alpha": 32,
     "lora_dropout": 0.05,
+    # train.prepare_kbit (default true): PEFT's prepare_model_for_kbit_training, which keeps the
+    # norms, embeddings and head in float32. TRL no longer calls it, so the baseline does, as PEFT's
+    # QLoRA guide shows; `same_params` in the JSON checks that both sides train the same dtypes.
+    "prepare_kbit": True,
 }
 # SFTConfig fields that name paths or runs, not behaviour: left out of the diff.
 ARGS_IGNORED = {"output_dir", "logging_dir", "run_name", "hub_token", "project", "trackio_space_id"}
@@ -240,7 +244,7 @@ def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     """A plain TRL + PEFT QLoRA script: what one writes from the TRL and PEFT docs."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
+    from peft import LoraConfig, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
@@ -273,6 +277,8 @@ def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
         dtype=torch.bfloat16,
         device_map={"": "cpu"},
     )
+    if RECIPE["prepare_kbit"]:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     steps = spec["steps"]
     args = SFTConfig(
         output_dir=str(Path(spec["run_dir"]) / "checkpoints"),
@@ -508,6 +514,7 @@ def main() -> None:
         },
         "same_batches": same_batches,
         "sft_config_diff": args_diff(first[a]["args"], first[b]["args"]),
+        "same_params": first[a]["params"] == first[b]["params"],
         "params": {side: first[side]["params"] for side in sides},
         "contended_runs": sum(r["child"]["contended"] for side in sides for r in runs[side]),
         "runs": {
@@ -589,6 +596,7 @@ def print_table(report: dict[str, Any]) -> None:
     print(
         f"same batches: {report['same_batches']}; SFTConfig differences: {report['sft_config_diff'] or 'none'}"
     )
+    print(f"same parameter dtypes and counts: {report['same_params']}")
     print(f"contended runs: {report['contended_runs']}")
 
 

@@ -43,7 +43,18 @@ def log(message: str) -> None:
 
 def versions() -> dict[str, str]:
     """Library versions as installed (read from metadata, so the parent needs not import torch)."""
-    names = ("torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets")
+    names = (
+        "torch",
+        "transformers",
+        "trl",
+        "peft",
+        "bitsandbytes",
+        "accelerate",
+        "datasets",
+        "gptqmodel",
+        "llama-cpp-python",
+        "hydra-core",
+    )
     found = {}
     for name in names:
         try:

@@ -89,6 +89,20 @@ def test_crash_leaves_no_done_folder_and_rerun_finishes(tmp_path: Path, fake: Fa
     assert (tmp_path / "train" / "part.txt").read_text() == "complete"
 
 
+def test_memory_is_released_after_every_stage_run_even_a_failed_one(
+    tmp_path: Path, fake: FakeStages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    released: list[str] = []
+    monkeypatch.setattr(pipeline.memory, "release", lambda after="": released.append(after))
+    make_runner(tmp_path, ["stages=[data,train]"]).run()
+    assert released == ["data", "train"]
+    released.clear()
+    fake.crash_in = "merge"
+    with pytest.raises(RuntimeError):
+        make_runner(tmp_path, ["stages=[data,train,merge]"]).run()
+    assert released == ["merge"]  # data and train were done: skipped, nothing to release
+
+
 def test_force_reruns_the_stage_and_those_after_it(tmp_path: Path, fake: FakeStages) -> None:
     make_runner(tmp_path, ["stages=[data,train,merge]"]).run()
     first_train = json.loads((tmp_path / "train" / MARKER).read_text())["run_id"]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_trainer
+from conftest import REPO, compose_typed, run_trainer
 from reliability import record
 
 from trainer.config import DType, LoraConfig, QLoraConfig
@@ -109,6 +109,28 @@ def test_bf16_falls_back_to_fp16_on_gpus_without_it(monkeypatch, caplog) -> None
         assert train_stage.compute_dtype(QLoraConfig(), "cuda") is DType.float16
     assert "no bfloat16" in caplog.text
     assert train_stage.compute_dtype(QLoraConfig(), "cpu") is DType.bfloat16
+
+
+def test_packing_warns_unless_attention_stays_within_each_row() -> None:
+    for kernel in ("sdpa", "eager", None):
+        warning = train_stage.packing_warning(True, kernel)
+        assert warning is not None and "train.packing=true" in warning
+        assert "train.attention=flash_attention_2" in warning
+    assert train_stage.packing_warning(True, "flash_attention_2") is None
+    assert train_stage.packing_warning(False, "sdpa") is None
+
+
+def test_flash_attention_on_cpu_is_refused_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"train\.attention: .*flash_attention_2 needs a CUDA GPU"):
+        compose_typed(["recipe=support-fr", "hardware.device=cpu", "train.attention=flash_attention_2"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("choice", "kernel"), [("auto", "sdpa"), ("eager", "eager")])
+def test_attention_choice_reaches_the_loaded_model(choice: str, kernel: str) -> None:
+    cfg = compose_typed(["recipe=support-fr", f"train.attention={choice}"])
+    model = train_stage.load_quantized_base(cfg, "cpu", DType.bfloat16)
+    assert model.config._attn_implementation == kernel
 
 
 @pytest.mark.slow

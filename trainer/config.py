@@ -77,6 +77,15 @@ class DType(str, Enum):
     float32 = "float32"
 
 
+class Attention(str, Enum):
+    """The attention kernel training runs on (transformers' `attn_implementation`)."""
+
+    auto = "auto"  # transformers' choice: sdpa where the model supports it
+    eager = "eager"
+    sdpa = "sdpa"
+    flash_attention_2 = "flash_attention_2"
+
+
 class DataFormat(str, Enum):
     auto = "auto"
     messages = "messages"
@@ -228,6 +237,9 @@ class TrainConfig:
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
     packing: bool = False
+    # Packing pays off only with a kernel that attends within each packed row (flash_attention_2):
+    # other kernels attend across the whole packed batch under a block-diagonal mask.
+    attention: Attention = Attention.auto
     lr_scheduler: str = "cosine"
     # A fraction of the total steps below 1, a step count from 1 up.
     warmup: float = 0.03
@@ -468,6 +480,15 @@ def validate(cfg: TrainerConfig) -> None:
         value = getattr(train, name)
         _check(value > 0, f"train.{name}", f"{value} must be a positive step count")
     _check(0 <= train.seed < 2**32, "train.seed", f"{train.seed} must be in [0, 2**32), numpy's seed range")
+    if train.attention is Attention.flash_attention_2:
+        import importlib.util
+
+        _check(
+            cfg.hardware.device is not Device.cpu and importlib.util.find_spec("flash_attn") is not None,
+            "train.attention",
+            "flash_attention_2 needs a CUDA GPU and the flash-attn package (pip install flash-attn); "
+            "use auto or sdpa otherwise",
+        )
     # transformers.SchedulerType and the integrations `report_to` accepts (transformers 5)
     schedulers = (
         "linear",

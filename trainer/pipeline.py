@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from trainer import distributed
+from trainer import distributed, memory
 from trainer.config import STAGE_ORDER, Stage, TrainerConfig
 from trainer.errors import StageNotBuilt, TrainerError
 
@@ -287,6 +287,8 @@ class Runner:
         except StageNotBuilt as exc:
             shutil.rmtree(partial, ignore_errors=True)
             return StageResult(stage, "not built", time.time() - started, note=str(exc))
+        finally:
+            memory.release(after=stage.value)
         return self._close_partial(stage, partial, started, summary)
 
     def _call(self, stage: Stage, context: StageContext) -> dict[str, Any]:

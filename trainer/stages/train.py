@@ -21,6 +21,7 @@ from typing import Any
 
 from trainer import distributed
 from trainer.config import (
+    Attention,
     Device,
     Distributed,
     DType,
@@ -165,7 +166,25 @@ def load_quantized_base(cfg: TrainerConfig, device: str, dtype: DType) -> Any:
         quantization_config=quantization_config(cfg.train.qlora, dtype),
         dtype=torch_dtype(dtype),
         use_safetensors=True,
+        attn_implementation=None if cfg.train.attention is Attention.auto else cfg.train.attention.value,
         **placement,
+    )
+
+
+def packing_warning(packing: bool, attention: str | None) -> str | None:
+    """Packing without a kernel that attends within each packed row is slower, not faster.
+
+    TRL packs rows padding-free: a batch becomes one sequence of batch_size x max_length tokens.
+    flash_attention_2 attends within each original row (cu_seqlens); sdpa and eager attend over the
+    whole sequence under a block-diagonal mask, batch_size times the work of unpacked rows.
+    """
+    if not packing or (attention or "").startswith("flash"):
+        return None
+    return (
+        f"train.packing=true with attention {attention!r}: each packed batch is one sequence under a "
+        "block-diagonal mask, so attention does batch_size times the work of unpacked rows "
+        "(on CPU packing measured about half the tokens/s of no packing, docs/BENCHMARKS.md). "
+        "Packing pays off with train.attention=flash_attention_2 on a GPU."
     )
 
 
@@ -267,6 +286,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     started = time.time()
     model = load_quantized_base(cfg, device, dtype)
     check_lora(cfg.lora, model)
+    if warning := packing_warning(cfg.train.packing, getattr(model.config, "_attn_implementation", None)):
+        log.warning(warning)
     quantized_modules = quantized_module_names(model)
     if cfg.train.prepare_kbit:
         model = prepare_model_for_kbit_training(

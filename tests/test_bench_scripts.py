@@ -1,0 +1,68 @@
+"""The benchmark scripts still start, and the committed figures still redraw from their JSON.
+
+Why: the benchmarks live outside the suite (they take an hour and need a quiet machine), so an
+API change in `trainer` would otherwise break them silently, and docs/BENCHMARKS.md would cite
+charts nobody can regenerate. This runs no benchmark: each script's `--help` (its imports) and
+the chart/table code on the committed results.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+RESULTS = REPO / "docs" / "benchmarks"
+BENCHMARKS = ("bench_train", "bench_e2e", "bench_calibration", "bench_merge", "bench_plot")
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_script_starts(name: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / f"{name}.py"), "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "usage:" in done.stdout
+
+
+@pytest.fixture()
+def bench_plot(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench_plot
+
+    return bench_plot
+
+
+def test_committed_results_redraw(bench_plot, tmp_path: Path) -> None:
+    results = sorted(RESULTS.glob("*.json"))
+    assert results, f"no benchmark results in {RESULTS}"
+    for path in results:
+        shutil.copy(path, tmp_path / path.name)
+    made = bench_plot.plot_all(tmp_path)
+    charts = {p.name for p in made}
+    assert "calibration.png" in charts and "merge.png" in charts and "train.png" in charts
+    for chart in made:
+        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for chart in sorted(RESULTS.glob("*.png")):
+        assert chart.name in charts, f"{chart} is committed but no JSON redraws it"
+    tables = bench_plot.markdown_all(tmp_path)
+    for name in ("train-tiny", "calibration"):
+        assert f"### {name}" in tables
+
+
+def test_committed_results_say_how_they_were_made() -> None:
+    """Every result names its machine, library versions, commit and command: reproducible."""
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        missing = [k for k in ("machine", "versions", "commit", "command") if k not in data]
+        assert not missing, f"{path.name} lacks {missing}; rerun the command in docs/BENCHMARKS.md"
