@@ -15,7 +15,6 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,10 +99,7 @@ def main() -> None:
                 table[f"{name}/{source}"] = statistics.median(deltas)
     payload = {
         "benchmark": "calibration source: train split vs generic text (and none), delta vs merged BF16",
-        "machine": bu.machine(),
-        "versions": bu.versions(),
-        "commit": bu.git_commit(),
-        "command": " ".join(["python", "scripts/bench_calibration.py", *sys.argv[1:]]),
+        **bu.provenance("bench_calibration.py"),
         "run_dir": str(args.run_dir),
         "seeds": args.seeds,
         "calibration": {

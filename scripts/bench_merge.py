@@ -142,10 +142,7 @@ def main() -> None:
     )
     report = {
         "benchmark": "merge peak RSS, streaming merge vs peft merge_and_unload",
-        "machine": bu.machine(),
-        "versions": bu.versions(),
-        "commit": bu.git_commit(),
-        "command": " ".join(["python", "scripts/bench_merge.py", *sys.argv[1:]]),
+        **bu.provenance("bench_merge.py"),
         "waited_for_quiet": quiet,
         "model": {"parameters": params, "shards": len(shards), "shard_size": SHARD, "dtype": "bfloat16"},
         "repeats": args.repeats,

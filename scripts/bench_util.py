@@ -81,6 +81,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def provenance(script: str) -> dict[str, Any]:
+    """What every result records so anyone can rerun it: machine, versions, commit, command."""
+    return {
+        "machine": machine(),
+        "versions": versions(),
+        "commit": git_commit(),
+        "command": " ".join(["python", f"scripts/{script}", *sys.argv[1:]]),
+    }
+
+
 def git_commit() -> str:
     """The commit plus a flag when the trainer package had uncommitted edits while measuring."""
     try:

@@ -3,46 +3,56 @@
 Why: all stages share one process, so a stage that leaves its memory resident shrinks what
 merge, quantize and evaluate can use. The test builds the two ways memory stays behind after a
 stage (a reference cycle only the cycle collector frees, and freed heap pages glibc keeps
-because a live allocation sits above them) and checks that `release` gives it back.
+because a live allocation sits above them) and checks that `release` gives it back. It runs in
+a fresh interpreter: a heap that other tests have already fragmented would reuse its free
+chunks and make the setup hold nothing.
 """
 
 from __future__ import annotations
 
-import gc
+import json
+import subprocess
 import sys
 
-import numpy as np
 import pytest
+from conftest import REPO
 
 from trainer import memory
 
+SCENARIO = """
+import gc, json
+import numpy as np
+from trainer import memory
+
 CHUNK = 64 * 1024  # below glibc's mmap threshold: these come from the heap
-CHUNKS = 3200  # 200 MiB
 
 
 class Holder:
-    def __init__(self) -> None:
+    def __init__(self):
         self.me = self  # a cycle: refcounting alone never frees it
-        self.chunks = [np.ones(CHUNK, dtype=np.uint8) for _ in range(CHUNKS)]
+        self.chunks = [np.ones(CHUNK, dtype=np.uint8) for _ in range(3200)]  # 200 MiB
+
+
+gc.collect()
+gc.disable()
+start = memory.rss_mib()
+holder = Holder()
+pin = np.ones(CHUNK, dtype=np.uint8)  # allocated last: keeps the heap's top in use
+del holder
+held = memory.rss_mib()
+memory.release(after="test")
+print(json.dumps({"start": start, "held": held, "released": memory.rss_mib(), "pin": int(pin.sum())}))
+"""
 
 
 @pytest.mark.skipif(sys.platform != "linux" or memory._glibc() is None, reason="needs glibc and /proc")
 def test_release_frees_cycles_and_returns_heap_pages() -> None:
-    gc.collect()
-    gc.disable()
-    try:
-        start = memory.rss_mib()
-        holder = Holder()
-        pin = np.ones(CHUNK, dtype=np.uint8)  # allocated last: keeps the heap's top in use
-        del holder
-        held = memory.rss_mib()
-        assert held - start > 150, "the setup should hold about 200 MiB"
-        memory.release(after="test")
-        released = memory.rss_mib()
-    finally:
-        gc.enable()
-    assert pin.sum() == CHUNK
-    assert held - released > 150, f"resident {start:.0f} -> {held:.0f} -> {released:.0f} MiB"
+    done = subprocess.run(
+        [sys.executable, "-c", SCENARIO], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
+    rss = json.loads(done.stdout.strip().splitlines()[-1])
+    assert rss["held"] - rss["start"] > 150, f"the setup should hold about 200 MiB: {rss}"
+    assert rss["held"] - rss["released"] > 150, f"release gave back too little: {rss}"
 
 
 def test_rss_is_read_from_proc() -> None:
