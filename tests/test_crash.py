@@ -70,7 +70,15 @@ def kill_when(
 
 
 def has_files(folder: Path, pattern: str) -> Callable[[], bool]:
-    return lambda: folder.exists() and any(True for _ in folder.glob(pattern))
+    def ready() -> bool:
+        try:
+            return any(True for _ in folder.glob(pattern))
+        except FileNotFoundError:
+            # Not there yet, or the stale partial of the previous kill being removed as the stage
+            # restarts (seen once: the folder vanished between the check and the scan).
+            return False
+
+    return ready
 
 
 def assert_not_trusted(run_dir: Path, stage: str) -> None:
