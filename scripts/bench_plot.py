@@ -22,6 +22,16 @@ import matplotlib.pyplot as plt
 
 OURS, THEIRS = "#1f77b4", "#ff7f0e"
 STAGES = ("data", "train", "merge", "quantize", "evaluate", "export")
+# The rows of a train comparison (bench_train.py's summary): label, key, format.
+TRAIN_METRICS = (
+    ("tokens/s (median)", "tokens_per_s", "{:.0f}"),
+    ("seconds per step", "seconds_per_step", "{:.3f}"),
+    ("real tokens per step", "tokens_per_step", "{:.0f}"),
+    ("pad fraction", "pad_fraction", "{:.3f}"),
+    ("peak RSS MiB", "peak_rss_mib", "{:.0f}"),
+    ("child wall s", "child_wall_s", "{:.1f}"),
+    ("inside trainer.train() s", "train_call_s", "{:.1f}"),
+)
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -186,15 +196,7 @@ def markdown_train(data: dict[str, Any]) -> str:
     a, b = data["sides"]
     med = data["median"]
     rows = []
-    for label, key, fmt in (
-        ("tokens/s (median)", "tokens_per_s", "{:.0f}"),
-        ("seconds per step", "seconds_per_step", "{:.3f}"),
-        ("real tokens per step", "tokens_per_step", "{:.0f}"),
-        ("pad fraction", "pad_fraction", "{:.3f}"),
-        ("peak RSS MiB", "peak_rss_mib", "{:.0f}"),
-        ("child wall s", "child_wall_s", "{:.1f}"),
-        ("inside trainer.train() s", "train_call_s", "{:.1f}"),
-    ):
+    for label, key, fmt in TRAIN_METRICS:
         va, vb = med[a][key], med[b][key]
         rows.append([label, fmt.format(va), fmt.format(vb), f"{va / vb:.3f}" if vb else "-"])
     every = {

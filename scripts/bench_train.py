@@ -572,24 +572,18 @@ def subprocess_check(argv: list[str], work: Path) -> None:
 
 
 def print_table(report: dict[str, Any]) -> None:
+    from bench_plot import TRAIN_METRICS
+
     a, b = report["sides"]
-    rows = [
-        ("tokens/s", "tokens_per_s", "{:.0f}"),
-        ("s/step", "seconds_per_step", "{:.2f}"),
-        ("tokens/step", "tokens_per_step", "{:.0f}"),
-        ("pad fraction", "pad_fraction", "{:.3f}"),
-        ("peak RSS MiB", "peak_rss_mib", "{:.0f}"),
-        ("child wall s", "child_wall_s", "{:.1f}"),
-    ]
     print(
         f"\n{report['model']['name']} model ({report['model']['parameters'] / 1e6:.0f}M params), "
         f"{report['steps']} steps ({report['warmup_steps']} untimed), medians of {report['repeats']}"
     )
-    print(f"{'':<14}{a:>14}{b:>14}{'ratio':>8}")
-    for label, key, fmt in rows:
+    print(f"{'':<26}{a:>14}{b:>14}{'ratio':>8}")
+    for label, key, fmt in TRAIN_METRICS:
         va, vb = report["median"][a][key], report["median"][b][key]
         ratio = f"{va / vb:.3f}" if vb else "-"
-        print(f"{label:<14}{fmt.format(va):>14}{fmt.format(vb):>14}{ratio:>8}")
+        print(f"{label:<26}{fmt.format(va):>14}{fmt.format(vb):>14}{ratio:>8}")
     print(
         f"same batches: {report['same_batches']}; SFTConfig differences: {report['sft_config_diff'] or 'none'}"
     )
