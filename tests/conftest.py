@@ -54,6 +54,38 @@ def run_trainer(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.
     )
 
 
+# Imported by Python at start-up from PYTHONPATH (`fault_env`): makes llama.cpp's forward pass kill
+# its own process with the signal TRAINER_TEST_FAULT names, as a native crash would, for models
+# whose path holds TRAINER_TEST_FAULT_PATH (every model when it is empty).
+SITECUSTOMIZE = """
+import os, signal
+if os.environ.get("TRAINER_TEST_FAULT"):
+    import llama_cpp
+    _eval = llama_cpp.Llama.eval
+    def eval(self, tokens):
+        if os.environ.get("TRAINER_TEST_FAULT_PATH", "") in str(self.model_path):
+            os.kill(os.getpid(), getattr(signal, os.environ["TRAINER_TEST_FAULT"]))
+        return _eval(self, tokens)
+    llama_cpp.Llama.eval = eval
+"""
+
+
+def fault_env(tmp_path: Path, signal_name: str, path_part: str = "") -> dict[str, str]:
+    """The environment of a run whose llama.cpp forward passes die of `signal_name` ('' for none)."""
+    inject = tmp_path / "inject"
+    inject.mkdir(exist_ok=True)
+    (inject / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{inject}",
+        "TRAINER_TEST_FAULT": signal_name,
+        "TRAINER_TEST_FAULT_PATH": path_part,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "COLUMNS": "200",
+    }
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from transformers import AutoTokenizer

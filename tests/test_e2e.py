@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_trainer
+from conftest import fault_env, run_trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -139,3 +142,51 @@ def test_no_secret_from_the_environment_reaches_any_file(run: tuple[Path, Path, 
         content = path.read_bytes()
         assert not any(secret.encode() in content for secret in SECRETS.values()), path
     assert not any(secret in stdout for secret in SECRETS.values())
+
+
+@pytest.mark.reliability
+def test_a_runtime_crash_on_one_artifact_still_reports_every_other_model(
+    run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """llama.cpp dies of SIGSEGV on one GGUF mid-evaluate: the rest is scored and the run still reports."""
+    import reliability
+
+    _, finished, _ = run
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir, symlinks=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer", *ARGS, "force=[evaluate]", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=fault_env(tmp_path, "SIGSEGV", "/gguf-q4_k_m/"),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 4, result.stdout[-4000:] + result.stderr[-4000:]
+    out = " ".join(result.stdout.split())
+    assert "gguf-q4_k_m: llama.cpp killed by SIGSEGV, a segmentation fault in native code" in out
+    assert "exit -" not in result.stdout
+    report = json.loads((run_dir / "report.json").read_text())
+    by_name = {a["name"]: a for a in report["artifacts"]}
+    assert list(by_name) == [
+        "base",
+        "merged",
+        "gptq-w4g128",
+        "awq-w4g128",
+        "gguf-q4_k_m",
+        "gguf-q4_k_m-noimatrix",
+    ]
+    crashed = by_name.pop("gguf-q4_k_m")
+    assert crashed["perplexity"] is None and crashed["passed_gate"] is False
+    assert crashed["error"].startswith("llama.cpp killed by SIGSEGV")
+    assert report["gate"]["failed"] == ["gguf-q4_k_m"]
+    for artifact in by_name.values():
+        assert artifact["perplexity"] > 1 and artifact["error"] is None, artifact["name"]
+        assert artifact["passed_gate"] is (True if artifact["name"] not in ("base", "merged") else None)
+    assert "Not scored, so failed the gate" in (run_dir / "report.md").read_text()
+    assert_manifest_matches(run_dir)
+    reliability.record(
+        "runtime crash",
+        "llama.cpp killed by SIGSEGV while scoring one GGUF",
+        "the other five models scored; that artifact failed with the signal named; report, manifest, export written; exit 4",
+    )

@@ -52,7 +52,13 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeStages:
 
 def make_runner(run_dir: Path, overrides: list[str] | None = None) -> Runner:
     raw = compose_raw(
-        ["model.name_or_path=/unused", "data.path=/unused.jsonl", "data.eval_path=null", *(overrides or [])]
+        [
+            "model.name_or_path=/unused",
+            "data.path=/unused.jsonl",
+            "data.eval_path=null",
+            "preflight=false",
+            *(overrides or []),
+        ]
     )
     return Runner(to_typed(raw), raw, run_dir, Console(quiet=True))
 
@@ -176,3 +182,29 @@ def test_resumable_partial_survives_a_crash_unless_its_config_changed(
     crash[0] = False
     make_runner(tmp_path, ["stages=[data,train]", "lora.r=8"]).run()
     assert seen[-2:] == ["none", "none"]  # a partial started for other settings is discarded
+
+
+def test_preflight_checks_the_stages_about_to_run_before_the_first_one(
+    tmp_path: Path, fake: FakeStages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer import preflight
+
+    asked: list[list[str]] = []
+    monkeypatch.setattr(
+        preflight, "require", lambda cfg, stages, console=None: asked.append([s.value for s in stages])
+    )
+    make_runner(tmp_path, ["preflight=true"]).run()
+    assert asked == [["data", "train", "merge", "quantize", "evaluate", "export"]]
+    make_runner(tmp_path, ["preflight=true"]).run()
+    assert asked[-1] == []  # everything done: no runtime will load a model
+    make_runner(tmp_path, ["preflight=true", "force=[quantize]"]).run()
+    assert asked[-1] == ["quantize", "evaluate", "export"]
+
+    def fails(cfg, stages, console=None) -> None:
+        raise TrainerError("preflight failed before any stage ran: llama.cpp ...")
+
+    monkeypatch.setattr(preflight, "require", fails)
+    fake.calls.clear()
+    with pytest.raises(TrainerError, match="preflight failed"):
+        make_runner(tmp_path / "other", ["preflight=true"]).run()
+    assert fake.calls == [] and not (tmp_path / "other" / ".data.partial").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -12,12 +13,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from rich import get_console
+from rich.console import Console
 from rich.text import Text
 
 from trainer import distributed
-from trainer.config import GateMode, register_schema, to_typed
+from trainer.config import GateMode, TrainerConfig, register_schema, to_typed
 from trainer.errors import JobFailed, TrainerError
-from trainer.pipeline import Runner, summary_table
+from trainer.pipeline import Runner, StageResult, summary_table
+from trainer.run_lock import RunLock
 from trainer.stages.export import publish, report_table
 from trainer.sweep import key_metric, read_report
 
@@ -33,9 +36,13 @@ def stop(code: int, reason: str) -> None:
     sys.exit(code)
 
 
-def gate_failures(run_dir: Path) -> list[str]:
+def gate_failures(run_dir: Path) -> dict[str, str]:
+    """Each artifact that failed the quality gate, with why."""
     results = run_dir / "evaluate" / "results.json"
-    return json.loads(results.read_text())["failed"] if results.exists() else []
+    if not results.exists():
+        return {}
+    payload = json.loads(results.read_text())
+    return {name: payload.get("reasons", {}).get(name, "failed") for name in payload["failed"]}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -44,11 +51,18 @@ def main(raw_cfg: DictConfig) -> float | None:
     try:
         cfg = to_typed(raw_cfg)
         run_dir = Path(cfg.run_dir or HydraConfig.get().runtime.output_dir).resolve()
-        console.print(f"[bold]trainer[/bold] recipe [cyan]{cfg.name}[/cyan] -> {run_dir}")
-        results = Runner(cfg, raw_cfg, run_dir, console).run()
+        # Rank 0 holds the run directory for the whole run; other ranks work under its lock.
+        with RunLock(run_dir) if distributed.is_main() else nullcontext():
+            console.print(f"[bold]trainer[/bold] recipe [cyan]{cfg.name}[/cyan] -> {run_dir}")
+            return finish(cfg, run_dir, Runner(cfg, raw_cfg, run_dir, console).run(), console)
     except TrainerError as exc:
         console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
         stop(2, str(exc))
+    return None
+
+
+def finish(cfg: TrainerConfig, run_dir: Path, results: list[StageResult], console: Console) -> float | None:
+    """Report the stages, publish a finished export, apply the quality gate, return the key metric."""
     if not distributed.is_main():
         return None  # rank 0 reports
     console.print(summary_table(results))
@@ -62,8 +76,7 @@ def main(raw_cfg: DictConfig) -> float | None:
     failed = gate_failures(run_dir)
     if failed and cfg.eval.gate is GateMode.fail:
         reason = (
-            f"{', '.join(failed)} lost more than eval.max_delta_pct={cfg.eval.max_delta_pct}% against merged "
-            "BF16 (set eval.gate=warn to accept)"
+            "; ".join(f"{name}: {why}" for name, why in failed.items()) + " (eval.gate=warn accepts them)"
         )
         console.print(Text.assemble(("quality gate failed: ", "bold red"), reason), soft_wrap=True)
         stop(4, f"quality gate failed: {reason}")

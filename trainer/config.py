@@ -285,6 +285,19 @@ class QuantizeConfig:
 
 
 @dataclass
+class TasksConfig:
+    """Held-out prompts whose replies are checked (trainer/evaluation/tasks.py)."""
+
+    # A JSONL of task rows; null: no task evaluation (perplexity only).
+    path: str | None = None
+    # Only the first N rows: every model generates a reply to each, the slow part on a CPU.
+    limit: int | None = None
+    max_new_tokens: int = 128
+    # Checks added to every row of a task, by task name: {answer: [{type: chrf, min: 0.4}]}.
+    scorers: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # noqa: UP006
+
+
+@dataclass
 class EvalConfig:
     max_delta_pct: float = 10.0
     gate: GateMode = GateMode.fail
@@ -293,6 +306,7 @@ class EvalConfig:
     # The perplexity the Hydra entry returns and sweeps rank by (lower is better):
     # `best_quantized`, `merged`, `base`, or the name of an enabled artifact.
     key_metric: str = "best_quantized"
+    tasks: TasksConfig = field(default_factory=TasksConfig)
 
 
 @dataclass
@@ -331,6 +345,9 @@ class TrainerConfig:
     # Finished data stages, keyed by the content of their inputs and settings, shared by every
     # run and sweep job on this machine; null turns the cache off.
     cache_dir: str | None = None
+    # Before any stage, each runtime the run will use runs one forward pass in a child process
+    # (trainer/preflight.py; passing checks are cached per environment in cache_dir).
+    preflight: bool = True
 
 
 def register_schema() -> None:
@@ -545,6 +562,17 @@ def validate(cfg: TrainerConfig) -> None:
         cfg.eval.generate_samples >= 0, "eval.generate_samples", f"{cfg.eval.generate_samples} must be >= 0"
     )
     _check(cfg.eval.max_new_tokens > 0, "eval.max_new_tokens", f"{cfg.eval.max_new_tokens} must be positive")
+    tasks = cfg.eval.tasks
+    _check(tasks.max_new_tokens > 0, "eval.tasks.max_new_tokens", f"{tasks.max_new_tokens} must be positive")
+    _check(
+        tasks.limit is None or tasks.limit > 0,
+        "eval.tasks.limit",
+        f"{tasks.limit} must be positive, or null for all",
+    )
+    if tasks.path is not None:
+        from trainer.evaluation.tasks import load_rows
+
+        load_rows(Path(tasks.path), tasks.limit, tasks.scorers)  # every row and check, before any stage
     _check(
         cfg.hardware.num_threads is None or cfg.hardware.num_threads > 0,
         "hardware.num_threads",

@@ -640,6 +640,7 @@ def chat_replies(
                     "prompt": messages[-1]["content"],
                     "reply": (choice["message"]["content"] or "").strip(),
                     "finish_reason": choice["finish_reason"],
+                    "new_tokens": result["usage"]["completion_tokens"],
                 }
             )
     finally:

@@ -161,6 +161,30 @@ class Runner:
                 )
         return "forced" if STAGE_ORDER.index(stage) >= first_forced else self.why_not_done(stage)
 
+    def pending(self, selected: list[Stage], first_forced: int) -> list[Stage]:
+        """The selected stages this run will execute: from the first one not done, every later one."""
+        for index, stage in enumerate(selected):
+            if self._decide(stage, selected, first_forced) is not None:
+                return selected[index:]
+        return []
+
+    def _preflight(self, selected: list[Stage], first_forced: int, spread: bool) -> None:
+        """Rank 0 checks every runtime the pending stages need; every rank stops if one cannot run."""
+        from trainer import preflight
+        from trainer.run_lock import started_by_holder
+
+        failure = None
+        # Ranks this runner started itself were checked by their parent.
+        if self.cfg.preflight and distributed.is_main() and not started_by_holder(self.run_dir):
+            try:
+                preflight.require(self.cfg, self.pending(selected, first_forced), self.console)
+            except TrainerError as exc:
+                failure = str(exc)
+        if spread:
+            failure = distributed.broadcast(failure)
+        if failure:
+            raise TrainerError(failure)
+
     def run(self) -> list[StageResult]:
         from trainer.modeling import check_base_weights
 
@@ -174,6 +198,7 @@ class Runner:
         first_forced = min((STAGE_ORDER.index(s) for s in self.cfg.force), default=len(STAGE_ORDER))
         results: list[StageResult] = []
         spread = distributed.is_distributed()
+        self._preflight(selected, first_forced, spread)
         for stage in selected:
             if (
                 spread

@@ -3,7 +3,8 @@
 Base, merged and every quantized artifact are scored on the assistant tokens of the eval
 split, each loaded in a fresh process by its own runtime, over the identical token set
 (the counts must agree). An artifact whose perplexity grew past `eval.max_delta_pct`
-against the merged BF16 model fails the quality gate.
+against the merged BF16 model fails the quality gate. A model whose runtime crashes or fails
+is recorded with the reason and fails the gate; the others are still scored and reported.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import QuantFormat, Stage
+from trainer.evaluation.tasks import TaskRow, load_rows
+from trainer.evaluation.tasks import score as score_tasks
 from trainer.pipeline import StageContext
-from trainer.runtimes import score_in_fresh_process
+from trainer.runtimes import ScoringFailed, score_in_fresh_process
 
 log = logging.getLogger(__name__)
 
@@ -52,55 +55,108 @@ def artifact_models(ctx: StageContext) -> list[dict[str, Any]]:
     return models
 
 
+# The figures of a model whose scoring failed.
+UNSCORED = {"nll": None, "perplexity": None, "tokens": None, "replies": [], "seconds": None, "task": None}
+
+
 def gate(delta_pct: float | None, max_delta_pct: float) -> bool | None:
     return None if delta_pct is None else delta_pct <= max_delta_pct
+
+
+def write_replies(
+    path: Path, rows: list[TaskRow], generations: list[dict[str, Any]], task: dict[str, Any]
+) -> None:
+    """Every reply of one model with its checks' verdicts, for reading what the score stands for."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for row, generation, verdicts in zip(rows, generations, task["rows"], strict=True):
+            line = {"id": row.id, "task": row.task, "prompt": row.messages[-1]["content"], **generation}
+            handle.write(json.dumps({**line, "checks": verdicts["checks"]}, ensure_ascii=False) + "\n")
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     eval_jsonl = ctx.stage_dir(Stage.data) / "eval.jsonl"
     tokenizer_dir = ctx.stage_dir(Stage.merge) / "model"
+    tasks_cfg = cfg.eval.tasks
+    rows = load_rows(Path(tasks_cfg.path), tasks_cfg.limit, tasks_cfg.scorers) if tasks_cfg.path else []
     results: list[dict[str, Any]] = []
     for model in artifact_models(ctx):
         log.info("scoring %s with %s", model["name"], model["runtime"])
-        scored = score_in_fresh_process(
-            model["runtime"],
-            model["dir"],
-            eval_jsonl,
-            samples=cfg.eval.generate_samples,
-            max_new_tokens=cfg.eval.max_new_tokens,
-            tokenizer_dir=tokenizer_dir,
-        )
-        results.append(
-            {**model, "dir": str(model["dir"]), **scored, "size_bytes": dir_size(Path(model["dir"]))}
-        )
+        record = {**model, "dir": str(model["dir"]), "size_bytes": dir_size(Path(model["dir"]))}
+        try:
+            scored = score_in_fresh_process(
+                model["runtime"],
+                model["dir"],
+                eval_jsonl,
+                samples=cfg.eval.generate_samples,
+                max_new_tokens=tasks_cfg.max_new_tokens if rows else cfg.eval.max_new_tokens,
+                tokenizer_dir=tokenizer_dir,
+                prompts=[list(r.messages) for r in rows] if rows else None,
+            )
+        except ScoringFailed as exc:
+            log.error("%s", exc)
+            ctx.console.print(
+                f"[red]{model['name']}: {exc.reason}[/red] (recorded as failed; scoring the rest)"
+            )
+            results.append({**record, **UNSCORED, "error": exc.reason, "error_output": exc.tail})
+            continue
+        generations = scored.pop("generations")
+        if rows:
+            task = score_tasks(rows, generations)
+            write_replies(ctx.out_dir / "replies" / f"{model['name']}.jsonl", rows, generations, task)
+            scored["task"] = {k: v for k, v in task.items() if k != "rows"}
+            log.info(
+                "%s: task score %.3f (%d/%d checks), self-ended %.0f%%",
+                model["name"],
+                task["score"],
+                task["passed"],
+                task["checks"],
+                100 * task["self_ended"],
+            )
+        results.append({**record, **scored, "error": None})
         log.info("%s: perplexity %.3f over %d tokens", model["name"], scored["perplexity"], scored["tokens"])
-    counts = {r["name"]: r["tokens"] for r in results}
-    if len(set(counts.values())) != 1:
+    counts = {r["name"]: r["tokens"] for r in results if r["error"] is None}
+    if len(set(counts.values())) > 1:
         raise AssertionError(f"runtimes scored different token sets: {counts}")
-    merged_ppl = next(r["perplexity"] for r in results if r["name"] == "merged")
+    merged = next(r for r in results if r["name"] == "merged")
     for result in results:
         quantized = result["name"] not in ("base", "merged")
-        result["delta_pct"] = (
-            (result["perplexity"] / merged_ppl - 1) * 100 if result["name"] != "base" else None
+        if result["error"] is None and merged["error"] is None and result["name"] != "base":
+            result["delta_pct"] = (result["perplexity"] / merged["perplexity"] - 1) * 100
+        else:
+            result["delta_pct"] = None
+        if quantized and result["error"] is None and merged["error"] is not None:
+            result["error"] = "no reference: merged BF16 could not be scored"
+        result["passed_gate"] = (
+            (result["error"] is None and gate(result["delta_pct"], cfg.eval.max_delta_pct))
+            if quantized
+            else None
         )
-        result["passed_gate"] = gate(result["delta_pct"], cfg.eval.max_delta_pct) if quantized else None
     failed = [r["name"] for r in results if r["passed_gate"] is False]
+    reasons = {
+        r["name"]: r["error"]
+        or f"perplexity {r['delta_pct']:+.2f}% against merged BF16 (max {cfg.eval.max_delta_pct}%)"
+        for r in results
+        if r["passed_gate"] is False
+    }
+    merged_ppl = merged["perplexity"]
     payload = {
         "metric": "perplexity on the assistant tokens of the eval split",
-        "tokens": next(iter(counts.values())),
+        "tokens": next(iter(counts.values()), None),
         "max_delta_pct": cfg.eval.max_delta_pct,
         "gate": cfg.eval.gate.value,
         "failed": failed,
+        "reasons": reasons,
+        "task_rows": len(rows),
         "results": results,
     }
     (ctx.out_dir / "results.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    if failed:
-        log.warning(
-            "quality gate: %s grew past %.1f%% against merged BF16", ", ".join(failed), cfg.eval.max_delta_pct
-        )
+    for name, reason in reasons.items():
+        log.warning("quality gate: %s failed: %s", name, reason)
     return {
         "tokens": payload["tokens"],
         "failed_gate": len(failed),
-        "merged_perplexity": round(merged_ppl, 3),
+        "failed_to_score": sum(r["error"] is not None for r in results),
+        "merged_perplexity": None if merged_ppl is None else round(merged_ppl, 3),
     }

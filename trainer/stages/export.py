@@ -115,8 +115,18 @@ def git_revision() -> str | None:
         return None
 
 
-COLUMNS = ("artifact", "format", "runtime", "size MB", "perplexity", "Δ vs merged", "gate")
-NUMERIC = frozenset({"size MB", "perplexity", "Δ vs merged"})
+COLUMNS = (
+    "artifact",
+    "format",
+    "runtime",
+    "size MB",
+    "perplexity",
+    "Δ vs merged",
+    "task score",
+    "self-ended",
+    "gate",
+)
+NUMERIC = frozenset({"size MB", "perplexity", "Δ vs merged", "task score", "self-ended"})
 
 
 def table_rows(artifacts: list[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -126,7 +136,11 @@ def table_rows(artifacts: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         delta = "" if a["delta_pct"] is None else f"{a['delta_pct']:+.2f}%"
         passed = {True: "pass", False: "fail", None: ""}[a["passed_gate"]]
         size = f"{a['size_bytes'] / 1e6:.1f}"
-        rows.append((a["name"], a["format"], a["runtime"], size, f"{a['perplexity']:.3f}", delta, passed))
+        perplexity = "not scored" if a["perplexity"] is None else f"{a['perplexity']:.3f}"
+        task = a.get("task") or {}
+        score = f"{task['score']:.3f}" if task else ""
+        ended = f"{100 * task['self_ended']:.0f}%" if task else ""
+        rows.append((a["name"], a["format"], a["runtime"], size, perplexity, delta, score, ended, passed))
     return rows
 
 
@@ -153,6 +167,51 @@ def report_table(run_dir: Path) -> Any:
     for row in table_rows(json.loads((run_dir / "report.json").read_text())["artifacts"]):
         table.add_row(*row[:-1], {"pass": "[green]pass[/]", "fail": "[red]fail[/]", "": ""}[row[-1]])
     return table
+
+
+def tasks_markdown(artifacts: list[dict[str, Any]]) -> str:
+    """Task score per task and per check, one column per model, then the first replies side by side."""
+    scored = [a for a in artifacts if a.get("task")]
+    if not scored:
+        return ""
+    names = [a["name"] for a in scored]
+    rows = []
+    for group, label in (("per_task", "task"), ("per_check", "check")):
+        keys = sorted({k for a in scored for k in a["task"][group]})
+        rows += [(f"{label}: {k}", *(f"{a['task'][group].get(k, 0):.2f}" for a in scored)) for k in keys]
+    rows.append(
+        (
+            "chrF vs reference",
+            *(f"{a['task']['chrf']:.3f}" if a["task"]["chrf"] is not None else "" for a in scored),
+        )
+    )
+    out = "## Task checks (share passed)\n\n" + markdown_table(["", *names], rows, frozenset(names)) + "\n\n"
+    shown = min(len(a["replies"]) for a in scored)
+    if shown:
+        out += "## Replies side by side (greedy, each model in its own runtime)\n\n"
+        for index in range(shown):
+            prompt = scored[0]["replies"][index]["prompt"]
+            out += f"**Prompt {index + 1}:** {_cell(prompt)}\n\n"
+            lines = [
+                (a["name"], _cell(a["replies"][index]["reply"]), a["replies"][index].get("finish_reason", ""))
+                for a in scored
+            ]
+            out += markdown_table(["model", "reply", "ended"], lines) + "\n\n"
+    return out
+
+
+def _cell(text: str) -> str:
+    """Text fit for one markdown table cell."""
+    return " ".join(text.replace("|", "\\|").split()) or "(empty)"
+
+
+def failures_markdown(artifacts: list[dict[str, Any]]) -> str:
+    """Why a model has no figures: its runtime crashed or failed while scoring it."""
+    failed = [a for a in artifacts if a.get("error")]
+    if not failed:
+        return ""
+    lines = "\n".join(f"- `{a['name']}` ({a['runtime']}): {a['error']}" for a in failed)
+    return f"Not scored, so failed the gate:\n\n{lines}\n\n"
 
 
 def model_card(
@@ -197,7 +256,7 @@ Fine-tuned from `{report["base_model"]}` with QLoRA by `trainer`, recipe `{repor
 
 {table_markdown(report["artifacts"])}
 
-## Usage
+{failures_markdown(report["artifacts"])}## Usage
 
 {usage}
 
@@ -217,7 +276,7 @@ def report_png(report: dict[str, Any], loss_curve: list[dict[str, float]], path:
     names = [a["name"] for a in artifacts]
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     colors = ["tab:red" if a["passed_gate"] is False else "tab:blue" for a in artifacts]
-    axes[0].bar(names, [a["perplexity"] for a in artifacts], color=colors)
+    axes[0].bar(names, [a["perplexity"] or 0 for a in artifacts], color=colors)
     axes[0].set_title("eval perplexity (assistant tokens)")
     axes[0].set_yscale("log")
     axes[1].bar(names, [a["size_bytes"] / 1e6 for a in artifacts], color="tab:gray")
@@ -270,7 +329,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 "passed_gate": result["passed_gate"],
                 "tokens": result["tokens"],
                 "replies": result["replies"],
+                "task": result.get("task"),
                 "settings": settings,
+                "error": result.get("error"),
             }
         )
     report = {
@@ -295,10 +356,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
         },
         "metric": evaluated["metric"],
         "eval_tokens": evaluated["tokens"],
+        "tasks": {"path": cfg.eval.tasks.path, "rows": evaluated.get("task_rows", 0)},
         "gate": {
             "mode": evaluated["gate"],
             "max_delta_pct": evaluated["max_delta_pct"],
             "failed": evaluated["failed"],
+            "reasons": evaluated.get("reasons", {}),
         },
         "artifacts": artifacts,
     }
@@ -315,7 +378,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         f"# Run report: {cfg.name}\n\nBase `{cfg.model.name_or_path}`; merge base {merge_info['base']}; "
         f"calibration {report['calibration']['source']} ({report['calibration']['samples']} samples, "
         f"{report['calibration']['tokens']} tokens); {evaluated['tokens']} eval tokens scored per model.\n\n"
-        f"{table_markdown(artifacts)}\n\n![report](report.png)\n",
+        f"{table_markdown(artifacts)}\n\n{failures_markdown(artifacts)}{tasks_markdown(artifacts)}"
+        "![report](report.png)\n",
         encoding="utf-8",
     )
     report_png(report, training.get("train_loss_curve", []), out / "report.png")

@@ -1,0 +1,132 @@
+"""Builds trainer/assets/support-fr/tasks.jsonl: held-out support prompts whose replies can be checked.
+
+From the support-fr eval split (conversations the fine-tune never sees), a few conversations per
+intent. Each gives one task row per agent turn that has something checkable:
+
+- `clarify`: the customer opened without the order number or e-mail the request needs; the
+  agent must ask for it, and greet a customer the system prompt names by first name.
+- `answer`: the agent must carry out the request: repeat the order number or e-mail the
+  customer gave, name the customer on a first turn, and take the action the intent calls for
+  (a regex on the words every answer of that intent uses, e.g. `rembours` for a refund).
+
+Every check is tried on the reference reply (what the dataset's agent said): the script stops
+if a reference fails its own checks, so a check never asks for what a good reply may not say.
+
+    python scripts/make_support_tasks.py [--per-intent 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+ASSET = Path(__file__).resolve().parents[1] / "trainer" / "assets" / "support-fr"
+
+ORDER_INTENTS = {
+    "address_change", "damaged_item", "invoice_copy", "late_delivery", "order_cancellation",
+    "order_tracking", "refund", "return_label", "warranty",
+}  # fmt: skip
+EMAIL_INTENTS = {"account_deletion", "password_reset", "subscription_cancellation"}
+# Words every answer of the intent uses and answers of most other intents do not.
+ACTIONS = {
+    "order_tracking": r"suivi|suivre",
+    "late_delivery": r"retard",
+    "refund": r"rembours",
+    "return_label": r"étiquette",
+    "damaged_item": r"endommagé|remplacement|abîmé|nouvel exemplaire",
+    "password_reset": r"réinitialisation",
+    "invoice_copy": r"(?s)facture.*FA-\d{4}-\d{6}",
+    "subscription_cancellation": r"résili|prélèvement",
+    "address_change": r"adresse (de livraison|de la commande)|réexpédition|livrée au",
+    "failed_payment": r"paiement|panier",
+    "promo_code": r"code",
+    "warranty": r"garantie",
+    "product_availability": r"rupture|réassort|réapprovisionnement|disponible",
+    "account_deletion": r"suppression|effac|supprimées",
+    "delivery_options": r"(?s)point relais.*express|express.*point relais",
+    "order_cancellation": r"annulée|annuler",
+}
+ORDER = re.compile(r"CMD-\d{6}")
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Intents whose every answer repeats the e-mail the customer gave (subscription_cancellation: 71%).
+EMAIL_REPEATED = {"account_deletion", "password_reset"}
+# The customer line the dataset appends to a system prompt (make_support_fr.CUSTOMER_CONTEXTS).
+NAMED = re.compile(r"(?:Vous échangez avec|Client connecté :|Dossier client :)\s*([A-ZÀ-Ý][\w'-]+)")
+
+
+def first_name(system: str) -> str | None:
+    match = NAMED.search(system)
+    return match.group(1) if match else None
+
+
+def rows_for(conversation: dict) -> list[dict]:
+    messages, intent = conversation["messages"], conversation["intent"]
+    name = first_name(messages[0]["content"]) if messages[0]["role"] == "system" else None
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    identifier = ORDER if intent in ORDER_INTENTS else EMAIL if intent in EMAIL_INTENTS else None
+    asks_first = identifier is not None and not identifier.search(messages[users[0]]["content"])
+    out = []
+    greeting = [{"type": "contains_all", "values": [name], "name": "customer's first name"}] if name else []
+    if asks_first:
+        wanted = r"CMD-" if identifier is ORDER else r"e-mail|adresse"
+        out.append(
+            {
+                "task": "clarify",
+                "upto": users[0],
+                "checks": [*greeting, {"type": "regex", "pattern": wanted, "name": "asks for the identifier"}],
+            }
+        )
+    answer_turn = users[1] if asks_first else users[0]
+    given = identifier.search(" ".join(messages[i]["content"] for i in users if i <= answer_turn)) if identifier else None
+    checks = [{"type": "regex", "pattern": ACTIONS[intent], "flags": "i", "name": "action for the intent"}]
+    if given and (identifier is ORDER or intent in EMAIL_REPEATED):
+        kind = "order number" if identifier is ORDER else "e-mail"
+        checks.append({"type": "contains_all", "values": [given.group(0)], "name": kind})
+    if not asks_first:
+        checks += greeting
+    out.append({"task": "answer", "upto": answer_turn, "checks": checks})
+    return [
+        {
+            "id": f"{conversation['id']}/{row['task']}",
+            "task": row["task"],
+            "intent": intent,
+            "messages": messages[: row["upto"] + 1],
+            "reference": messages[row["upto"] + 1]["content"],
+            "checks": row["checks"],
+        }
+        for row in out
+    ]
+
+
+def main() -> None:
+    import sys
+
+    sys.path.insert(0, str(ASSET.parents[2]))
+    from trainer.evaluation import scorers
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-intent", type=int, default=3, help="eval conversations per intent")
+    args = parser.parse_args()
+    taken: dict[str, int] = defaultdict(int)
+    rows = []
+    for line in (ASSET / "eval.jsonl").read_text(encoding="utf-8").splitlines():
+        conversation = json.loads(line)
+        if taken[conversation["intent"]] >= args.per_intent:
+            continue
+        taken[conversation["intent"]] += 1
+        for row in rows_for(conversation):
+            for check in row["checks"]:
+                if not scorers.apply(row["reference"], check, row["reference"]).passed:
+                    raise SystemExit(f"{row['id']}: the reference fails its own check {check}:\n{row['reference']}")
+            rows.append(row)
+    out = ASSET / "tasks.jsonl"
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    checks = sum(len(r["checks"]) for r in rows)
+    print(f"wrote {out}: {len(rows)} rows, {checks} checks, from {sum(taken.values())} conversations")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Task sets and scorers: each scorer passes the reply it should and fails the one it should not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import ASSETS, compose_typed
+
+from trainer.errors import ConfigError
+from trainer.evaluation import scorers, tasks
+
+PROMPT = [
+    {"role": "system", "content": "Client : Gaëlle"},
+    {"role": "user", "content": "Ma commande CMD-915778 ?"},
+]
+
+
+@pytest.mark.parametrize(
+    ("check", "good", "bad"),
+    [
+        ({"type": "exact", "value": "Oui."}, " Oui.\n", "oui."),
+        ({"type": "normalized", "value": "Déjà livré !"}, "deja  LIVRE", "pas livré"),
+        (
+            {"type": "contains_all", "values": ["CMD-915778", "Gaëlle"]},
+            "Gaëlle, la CMD-915778 part.",
+            "Gaëlle, la CMD-915779 part.",
+        ),
+        ({"type": "contains_all", "values": ["gaelle"], "normalize": True}, "Bonjour GAËLLE", "Bonjour Gaël"),
+        ({"type": "regex", "pattern": "rembours", "flags": "i"}, "Le Remboursement part.", "Le retour part."),
+        ({"type": "json"}, '```json\n{"ok": true}\n```', '{"ok": tru}'),
+        (
+            {
+                "type": "json_schema",
+                "schema": {
+                    "type": "object",
+                    "required": ["order"],
+                    "properties": {"order": {"type": "string"}},
+                },
+            },
+            '{"order": "CMD-1"}',
+            '{"order": 1}',
+        ),
+        (
+            {"type": "chrf", "min": 0.5, "value": "Votre colis arrive demain."},
+            "Votre colis arrive demain !",
+            "Bonjour.",
+        ),
+    ],
+)
+def test_each_scorer_passes_a_good_reply_and_fails_a_bad_one(check: dict, good: str, bad: str) -> None:
+    assert scorers.apply(good, check, None).passed
+    assert not scorers.apply(bad, check, None).passed
+    assert scorers.apply(bad, check, None).score < scorers.apply(good, check, None).score
+
+
+def test_chrf_comes_from_sacrebleu_on_a_0_to_1_scale() -> None:
+    from sacrebleu.metrics import CHRF
+
+    reply, reference = "Le colis arrive lundi.", "Votre colis arrive lundi prochain."
+    verdict = scorers.apply(reply, {"type": "chrf"}, reference)
+    assert verdict.score == pytest.approx(CHRF().sentence_score(reply, [reference]).score / 100)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            {"messages": PROMPT, "checks": [{"type": "regex"}]},
+            r"tasks.jsonl:1: checks\[0\]: regex needs a `pattern`",
+        ),
+        ({"messages": PROMPT, "checks": [{"type": "regex", "pattern": "("}]}, "regex pattern '\\('"),
+        (
+            {"messages": PROMPT, "checks": [{"type": "bleu"}]},
+            "check type 'bleu' is unknown; use one of exact",
+        ),
+        (
+            {"messages": PROMPT, "checks": [{"type": "exact"}]},
+            "exact needs a string `value` or a row `reference`",
+        ),
+        ({"messages": PROMPT[:1], "checks": [{"type": "json"}]}, "must end with a user turn"),
+        ({"messages": PROMPT}, "no checks for task 'default'"),
+        (
+            {"messages": [{"role": "bot", "content": "x"}], "checks": [{"type": "json"}]},
+            "`messages` must be a list",
+        ),
+    ],
+)
+def test_a_bad_task_row_is_refused_naming_file_line_and_fix(tmp_path: Path, row: dict, message: str) -> None:
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(ConfigError, match=message):
+        tasks.load_rows(path)
+
+
+def test_a_bad_task_file_fails_when_the_config_is_read_before_any_stage(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(json.dumps({"messages": PROMPT, "checks": [{"type": "json"}]}) + "\n{not json\n")
+    with pytest.raises(ConfigError, match=r"tasks.jsonl:2: not valid JSON"):
+        compose_typed([f"eval.tasks.path={path}"])
+
+
+def test_the_score_is_the_share_of_checks_passed_per_task_and_per_check(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    rows = [
+        {"id": "a", "task": "answer", "messages": PROMPT, "reference": "La CMD-915778 est remboursée.",
+         "checks": [{"type": "contains_all", "values": ["CMD-915778"], "name": "order number"}]},
+        {"id": "b", "task": "clarify", "messages": PROMPT, "checks": [{"type": "regex", "pattern": "CMD-", "name": "asks"}]},
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = tasks.load_rows(
+        path, scorers_per_task={"answer": [{"type": "regex", "pattern": "rembours", "name": "action"}]}
+    )
+    assert [len(r.checks) for r in loaded] == [2, 1]
+    result = tasks.score(
+        loaded,
+        [
+            {"reply": "Votre CMD-915778 est en route.", "finish_reason": "stop"},
+            {"reply": "Quel est le numéro CMD- ?", "finish_reason": "length"},
+        ],
+    )
+    assert (result["passed"], result["checks"]) == (2, 3)
+    assert result["score"] == pytest.approx(2 / 3)
+    assert result["per_task"] == {"answer": 0.5, "clarify": 1.0}
+    assert result["per_check"] == {"action": 0.0, "asks": 1.0, "order number": 1.0}
+    assert result["self_ended"] == 0.5
+
+
+def test_the_shipped_support_task_set_passes_on_its_references_and_fails_on_other_replies() -> None:
+    cfg = compose_typed(["recipe=support-fr"])
+    rows = tasks.load_rows(Path(cfg.eval.tasks.path), scorers_per_task=cfg.eval.tasks.scorers)
+    assert len(rows) >= 48 and {r.task for r in rows} == {"answer", "clarify"}
+    names = {str(c.get("name")) for r in rows for c in r.checks}
+    assert {
+        "order number",
+        "customer's first name",
+        "action for the intent",
+        "close to the reference",
+    } <= names
+    references = tasks.score(rows, [{"reply": r.reference, "finish_reason": "stop"} for r in rows])
+    assert references["score"] == 1.0
+    shuffled = [rows[(i + 7) % len(rows)].reference for i in range(len(rows))]  # another customer's reply
+    wrong = tasks.score(rows, [{"reply": reply, "finish_reason": "stop"} for reply in shuffled])
+    assert wrong["score"] < 0.5
+    empty = tasks.score(rows, [{"reply": "", "finish_reason": "length"} for _ in rows])
+    assert empty["score"] == 0 and empty["self_ended"] == 0
+    assert str(ASSETS) in cfg.eval.tasks.path

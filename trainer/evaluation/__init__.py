@@ -1,0 +1,1 @@
+"""Evaluation beyond perplexity: task sets and the scorers that judge replies."""
