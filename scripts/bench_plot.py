@@ -271,6 +271,20 @@ def markdown_calibration(data: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+def markdown_llama_build(data: dict[str, Any]) -> str:
+    labels = {
+        "scoring_s": "GGUF scoring of the eval split, seconds",
+        "prompt_tokens_per_s": "prompt processing, tokens/s",
+        "generation_tokens_per_s": "generation, tokens/s",
+    }
+    med, ratio = data["medians"], data["portable_over_native"]
+    rows = [
+        [label, f"{med['portable'][key]:.2f}", f"{med['native'][key]:.2f}", f"{ratio[key]:.3f}"]
+        for key, label in labels.items()
+    ]
+    return _table(["", "portable (x86-64 + AVX2)", "native (-march=native)", "portable/native"], rows)
+
+
 def markdown_all(folder: Path) -> str:
     parts = []
     for name in ("train-tiny", "train-large", "packing-tiny", "packing-large"):
@@ -282,6 +296,8 @@ def markdown_all(folder: Path) -> str:
         parts.append(f"### merge\n\n{markdown_merge(merge)}")
     if (calibration := _load(folder / "calibration.json")) is not None:
         parts.append(f"### calibration\n\n{markdown_calibration(calibration)}")
+    if (build := _load(folder / "llama_build.json")) is not None:
+        parts.append(f"### llama_build\n\n{markdown_llama_build(build)}")
     return "\n\n".join(parts)
 
 

@@ -19,7 +19,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 RESULTS = REPO / "docs" / "benchmarks"
-BENCHMARKS = ("bench_train", "bench_e2e", "bench_calibration", "bench_merge", "bench_plot")
+BENCHMARKS = (
+    "bench_train",
+    "bench_e2e",
+    "bench_calibration",
+    "bench_merge",
+    "bench_llama_build",
+    "bench_plot",
+)
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
@@ -56,7 +63,7 @@ def test_committed_results_redraw(bench_plot, tmp_path: Path) -> None:
     for chart in sorted(RESULTS.glob("*.png")):
         assert chart.name in charts, f"{chart} is committed but no JSON redraws it"
     tables = bench_plot.markdown_all(tmp_path)
-    for name in ("train-tiny", "calibration"):
+    for name in ("train-tiny", "calibration", "llama_build"):
         assert f"### {name}" in tables
 
 

@@ -19,7 +19,15 @@ from conftest import fault_env, run_trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-ARGS = ["recipe=support-fr", "train.max_steps=40", "train.eval_steps=20", "train.save_steps=20"]
+# The task set's first rows only: every evaluate run (four here) generates a reply per row per model.
+TASK_ROWS = 24
+ARGS = [
+    "recipe=support-fr",
+    "train.max_steps=40",
+    "train.eval_steps=20",
+    "train.save_steps=20",
+    f"eval.tasks.limit={TASK_ROWS}",
+]
 ARTIFACT_KEYS = {"name", "format", "path", "size_bytes", "perplexity", "delta_pct", "runtime", "passed_gate"}
 
 
@@ -70,6 +78,27 @@ def test_report_follows_the_contract(run: tuple[Path, Path, str]) -> None:
     assert (run_dir / "report.md").read_text().count("|") > 20
     assert (run_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "report:" in stdout and "gptq" in stdout
+
+
+def test_every_model_is_judged_on_the_task_set_in_its_own_runtime(run: tuple[Path, Path, str]) -> None:
+    _, run_dir, _ = run
+    report = json.loads((run_dir / "report.json").read_text())
+    rows = Path(report["tasks"]["path"]).read_text().splitlines()[:TASK_ROWS]
+    assert report["tasks"]["rows"] == len(rows) == TASK_ROWS
+    checks = sum(len(json.loads(r)["checks"]) + (json.loads(r)["task"] == "answer") for r in rows)  # + chrF
+    for artifact in report["artifacts"]:
+        task = artifact["task"]
+        assert task["checks"] == checks and 0 <= task["score"] <= 1 and 0 <= task["self_ended"] <= 1
+        assert set(task["per_task"]) == {"answer", "clarify"} and "order number" in task["per_check"]
+        replies = (run_dir / "evaluate" / "replies" / f"{artifact['name']}.jsonl").read_text().splitlines()
+        assert len(replies) == len(rows)
+        first = json.loads(replies[0])
+        assert {"id", "prompt", "reply", "finish_reason", "checks"} <= set(first)
+        assert first["finish_reason"] in ("stop", "length")
+    base = report["artifacts"][0]
+    assert base["task"]["score"] <= 0.1  # the base never learned the support task
+    markdown = (run_dir / "report.md").read_text()
+    assert "## Task checks" in markdown and "## Replies side by side" in markdown and "task score" in markdown
 
 
 def test_exported_packages_are_complete(run: tuple[Path, Path, str]) -> None:

@@ -77,6 +77,14 @@ class DType(str, Enum):
     float32 = "float32"
 
 
+class ComputeDType(str, Enum):
+    # bfloat16 where the device runs it natively; float32 on other CPUs, float16 on older GPUs.
+    auto = "auto"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
+
+
 class Attention(str, Enum):
     """The attention kernel training runs on (transformers' `attn_implementation`)."""
 
@@ -223,7 +231,7 @@ class QLoraConfig:
 
     quant_type: str = "nf4"
     double_quant: bool = True
-    compute_dtype: DType = DType.bfloat16
+    compute_dtype: ComputeDType = ComputeDType.auto
     # bfloat16 storage lets FSDP shard the 4-bit weights.
     storage_dtype: str = "uint8"
 

@@ -42,11 +42,16 @@ def load(runtime: str, model_dir: Path) -> Any:
     """A transformers-compatible causal LM on the best available device."""
     import torch
 
+    from trainer.precision import fast_float
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if runtime == "transformers":
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map={"": device})
+        # BF16 weights run upcast to float32 on a CPU without native bf16 (exact, and many times faster).
+        return AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=fast_float(device), device_map={"": device}
+        )
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
     from gptqmodel import GPTQModel
 

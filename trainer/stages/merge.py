@@ -217,10 +217,11 @@ def eval_loss(model_dir: Path, eval_jsonl: Path) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainer.perplexity import eval_tokens, score_transformers
+    from trainer.precision import fast_float
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16, device_map={"": device})
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=fast_float(device), device_map={"": device})
     score = score_transformers(model, eval_tokens(eval_jsonl, tokenizer))
     del model
     return score.nll

@@ -22,6 +22,7 @@ from typing import Any
 from trainer import distributed
 from trainer.config import (
     Attention,
+    ComputeDType,
     Device,
     Distributed,
     DType,
@@ -58,14 +59,22 @@ def pick_device(hardware: HardwareConfig) -> str:
 
 
 def compute_dtype(qlora: QLoraConfig, device: str) -> DType:
-    """bf16 where the device has it; otherwise fp16 on older GPUs, said out loud."""
-    import torch
+    """`auto`: bf16 where the device runs it natively, else float32 on a CPU and float16 on a GPU.
+
+    An explicit bfloat16 is kept, except on a GPU without it (float16, said out loud).
+    """
+    from trainer.precision import bf16_is_native, fast_float
 
     wanted = qlora.compute_dtype
-    if wanted is DType.bfloat16 and device == "cuda" and not torch.cuda.is_bf16_supported():
+    if wanted is ComputeDType.auto:
+        chosen = DType(str(fast_float(device)).removeprefix("torch."))
+        if chosen is not DType.bfloat16:
+            log.info("this %s has no native bfloat16: training computes in %s", device, chosen.value)
+        return chosen
+    if wanted is ComputeDType.bfloat16 and device == "cuda" and not bf16_is_native(device):
         log.warning("this GPU has no bfloat16: computing in float16 instead (train.qlora.compute_dtype)")
         return DType.float16
-    return wanted
+    return DType(wanted.value)
 
 
 def quantization_config(qlora: QLoraConfig, dtype: DType) -> Any:
