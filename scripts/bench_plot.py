@@ -285,6 +285,19 @@ def markdown_llama_build(data: dict[str, Any]) -> str:
     return _table(["", "portable (x86-64 + AVX2)", "native (-march=native)", "portable/native"], rows)
 
 
+def markdown_precision(data: dict[str, Any]) -> str:
+    med = data["median_step_s"]
+    rows = [
+        [
+            "seconds per QLoRA step (8 x 256 tokens)",
+            f"{med['bfloat16']:.2f}",
+            f"{med['float32']:.2f}",
+            f"{data['bf16_over_fp32_step_time']:.2f}",
+        ]
+    ]
+    return _table(["", "bfloat16 compute", "float32 compute", "bf16/fp32"], rows)
+
+
 def markdown_all(folder: Path) -> str:
     parts = []
     for name in ("train-tiny", "train-large", "packing-tiny", "packing-large"):
@@ -298,6 +311,8 @@ def markdown_all(folder: Path) -> str:
         parts.append(f"### calibration\n\n{markdown_calibration(calibration)}")
     if (build := _load(folder / "llama_build.json")) is not None:
         parts.append(f"### llama_build\n\n{markdown_llama_build(build)}")
+    if (precision := _load(folder / "precision.json")) is not None:
+        parts.append(f"### precision\n\n{markdown_precision(precision)}")
     return "\n\n".join(parts)
 
 

@@ -76,11 +76,18 @@ def rows_for(conversation: dict) -> list[dict]:
             {
                 "task": "clarify",
                 "upto": users[0],
-                "checks": [*greeting, {"type": "regex", "pattern": wanted, "name": "asks for the identifier"}],
+                "checks": [
+                    *greeting,
+                    {"type": "regex", "pattern": wanted, "name": "asks for the identifier"},
+                ],
             }
         )
     answer_turn = users[1] if asks_first else users[0]
-    given = identifier.search(" ".join(messages[i]["content"] for i in users if i <= answer_turn)) if identifier else None
+    given = (
+        identifier.search(" ".join(messages[i]["content"] for i in users if i <= answer_turn))
+        if identifier
+        else None
+    )
     checks = [{"type": "regex", "pattern": ACTIONS[intent], "flags": "i", "name": "action for the intent"}]
     if given and (identifier is ORDER or intent in EMAIL_REPEATED):
         kind = "order number" if identifier is ORDER else "e-mail"
@@ -107,7 +114,9 @@ def main() -> None:
     sys.path.insert(0, str(ASSET.parents[2]))
     from trainer.evaluation import scorers
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--per-intent", type=int, default=3, help="eval conversations per intent")
     args = parser.parse_args()
     taken: dict[str, int] = defaultdict(int)
@@ -120,7 +129,9 @@ def main() -> None:
         for row in rows_for(conversation):
             for check in row["checks"]:
                 if not scorers.apply(row["reference"], check, row["reference"]).passed:
-                    raise SystemExit(f"{row['id']}: the reference fails its own check {check}:\n{row['reference']}")
+                    raise SystemExit(
+                        f"{row['id']}: the reference fails its own check {check}:\n{row['reference']}"
+                    )
             rows.append(row)
     out = ASSET / "tasks.jsonl"
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

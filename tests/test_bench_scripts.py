@@ -63,7 +63,7 @@ def test_committed_results_redraw(bench_plot, tmp_path: Path) -> None:
     for chart in sorted(RESULTS.glob("*.png")):
         assert chart.name in charts, f"{chart} is committed but no JSON redraws it"
     tables = bench_plot.markdown_all(tmp_path)
-    for name in ("train-tiny", "calibration", "llama_build"):
+    for name in ("train-tiny", "calibration", "llama_build", "precision"):
         assert f"### {name}" in tables
 
 

@@ -33,6 +33,8 @@ ARGS = [
     "quantize.enabled=[gptq-w4g128,gguf-q4_k_m]",
     "eval.generate_samples=1",
     "eval.max_new_tokens=8",
+    "eval.tasks.limit=4",
+    "eval.tasks.max_new_tokens=8",
     "eval.gate=warn",  # 8 steps leave a model whose quantized copies may miss the gate; exit 0 is the point
 ]
 

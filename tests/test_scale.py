@@ -25,6 +25,8 @@ QUICK = [
     "train.eval_steps=4",
     "quantize.enabled=[gguf-q4_k_m-noimatrix]",
     "eval.generate_samples=0",
+    "eval.tasks.limit=2",
+    "eval.tasks.max_new_tokens=8",
 ]
 
 
