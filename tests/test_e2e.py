@@ -20,13 +20,14 @@ from conftest import fault_env, run_trainer
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 # The task set's first rows only: every evaluate run (four here) generates a reply per row per model.
-TASK_ROWS = 24
+TASK_ROWS = 8
 ARGS = [
     "recipe=support-fr",
     "train.max_steps=40",
     "train.eval_steps=20",
     "train.save_steps=20",
     f"eval.tasks.limit={TASK_ROWS}",
+    "eval.tasks.max_new_tokens=48",
 ]
 ARTIFACT_KEYS = {"name", "format", "path", "size_bytes", "perplexity", "delta_pct", "runtime", "passed_gate"}
 
