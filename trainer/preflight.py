@@ -147,10 +147,6 @@ def run_checks(
     return [o for o in outcomes if o is not None]
 
 
-def run_check(check: Check, timeout: float = TIMEOUT_S) -> Outcome:
-    return _Child(check).finish(timeout)
-
-
 class _Child:
     """One check running in a fresh process; a crash, a hang or an error becomes a failed Outcome with the fix."""
 
@@ -300,13 +296,9 @@ def _cache_key(check: Check) -> str:
 
 
 def _gpus() -> str:
-    return (
-        os.environ.get("CUDA_VISIBLE_DEVICES", "")
-        + "|"
-        + ",".join(p.name for p in sorted(Path("/proc/driver/nvidia/gpus").glob("*")))
-        if Path("/proc/driver/nvidia/gpus").exists()
-        else os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    )
+    """The visible NVIDIA GPUs (an empty list where the driver is absent)."""
+    names = ",".join(p.name for p in sorted(Path("/proc/driver/nvidia/gpus").glob("*")))
+    return f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}|{names}"
 
 
 # ------------------------------------------------------------------ the checks, in the child
