@@ -122,6 +122,23 @@ def test_auto_computes_in_bf16_only_where_the_cpu_runs_it_natively(monkeypatch) 
         assert train_stage.compute_dtype(QLoraConfig(), "cpu") is expected
 
 
+def test_the_adapter_trains_in_float32_unless_the_run_computes_in_bf16() -> None:
+    """SFTTrainer casts a quantized model's trainable weights to bf16: emulated, slow GEMMs on most CPUs."""
+    import torch
+
+    for dtype, expected in (
+        (DType.float32, torch.float32),
+        (DType.float16, torch.float32),
+        (DType.bfloat16, torch.bfloat16),
+    ):
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)).to(torch.bfloat16)
+        model[0].requires_grad_(False)  # a frozen base weight keeps its dtype
+        cast = train_stage.keep_adapter_in_float32(model, dtype)
+        assert model[1].weight.dtype is expected and model[1].bias.dtype is expected
+        assert model[0].weight.dtype is torch.bfloat16
+        assert cast == (0 if expected is torch.bfloat16 else 2)
+
+
 def test_packing_warns_unless_attention_stays_within_each_row() -> None:
     for kernel in ("sdpa", "eager", None):
         warning = train_stage.packing_warning(True, kernel)
@@ -226,6 +243,8 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert metrics["resumed_from_step"] == saved[-1]
     assert metrics["global_step"] == 12
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
+    # TRL casts the adapter to bf16; it trains in float32 unless the run computes in bf16.
+    assert metrics["adapter_dtypes"] == ["bfloat16" if metrics["compute_dtype"] == "bfloat16" else "float32"]
     assert (run_dir / "train" / "adapter" / "adapter_model.safetensors").exists()
     assert not (run_dir / "train" / "checkpoints").exists()
     record(

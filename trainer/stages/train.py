@@ -145,6 +145,27 @@ def peft_config(lora: LoraConfig) -> Any:
     )
 
 
+def keep_adapter_in_float32(model: Any, dtype: DType) -> int:
+    """Undo TRL's cast of the trainable weights to bf16 unless the run computes in bf16.
+
+    SFTTrainer casts every trainable parameter of a quantized model to bf16 (the QLoRA paper's
+    choice), whatever the compute dtype. Computing in float32 on a CPU without native bf16, each
+    LoRA matmul then ran as an emulated bf16 GEMM (`bf16_dot_with_fp32_arith` took a fifth of the
+    train stage on an AVX2-only AMD EPYC) and the optimizer updated bf16 weights; under fp16
+    AMP the gradient scaler refuses half-precision parameters. Returns how many were cast.
+    """
+    import torch
+
+    if dtype is DType.bfloat16:
+        return 0
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.to(torch.float32)
+            cast += 1
+    return cast
+
+
 def load_split(path: Path, tokenizer: Any) -> Any:
     from datasets import Dataset
 
@@ -311,6 +332,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         processing_class=tokenizer,
         peft_config=peft_config(cfg.lora),
     )
+    keep_adapter_in_float32(trainer.model, dtype)
     resume = last_checkpoint(checkpoints)
     metrics_path = ctx.out_dir / "eval_before.json"
     measure_before = resume is None or not metrics_path.exists()
@@ -373,6 +395,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
             {"step": e["step"], "eval_loss": e["eval_loss"]} for e in state.log_history if "eval_loss" in e
         ],
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "adapter_dtypes": sorted(
+            {str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad}
+        ),
         # What the merge stage needs to rebuild the exact NF4 weights the adapter trained against.
         "quantized_modules": quantized_modules,
         "quantized_from_dtype": dtype.value,
