@@ -141,3 +141,29 @@ def test_autoawq_backend_writes_a_standard_awq_checkpoint(tmp_path) -> None:
         quantized["nll"],
         reference["nll"],
     )
+
+
+def test_gptq_floats_computed_in_float32_are_stored_as_the_merged_model_was(tmp_path) -> None:
+    """On a CPU without native bf16 GPTQ calibrates in float32; the artifact must not ship float32 weights."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    tensors = {
+        "model.embed_tokens.weight": torch.randn(8, 4),
+        "model.layers.0.mlp.up_proj.qweight": torch.zeros(2, 4, dtype=torch.int32),
+        "model.layers.0.mlp.up_proj.scales": torch.ones(1, 4, dtype=torch.float16),
+    }
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text(json.dumps({"dtype": "float32", "model_type": "llama"}))
+
+    quantize_stage.store_floats_as(tmp_path, "bfloat16")
+
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as handle:
+        assert handle.metadata() == {"format": "pt"}
+        stored = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    assert stored["model.embed_tokens.weight"].dtype is torch.bfloat16
+    assert torch.equal(stored["model.embed_tokens.weight"], tensors["model.embed_tokens.weight"].bfloat16())
+    assert stored["model.layers.0.mlp.up_proj.qweight"].dtype is torch.int32
+    assert stored["model.layers.0.mlp.up_proj.scales"].dtype is torch.float16
+    assert json.loads((tmp_path / "config.json").read_text()) == {"dtype": "bfloat16", "model_type": "llama"}
