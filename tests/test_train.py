@@ -139,6 +139,22 @@ def test_the_adapter_trains_in_float32_unless_the_run_computes_in_bf16() -> None
         assert cast == (0 if expected is torch.bfloat16 else 2)
 
 
+def test_the_final_eval_reuses_the_one_logged_at_the_last_step() -> None:
+    from types import SimpleNamespace
+
+    calls = []
+
+    def evaluate() -> dict[str, float]:
+        calls.append(1)
+        return {"eval_loss": 2.5}
+
+    logged = [{"step": 10, "eval_loss": 4.0}, {"step": 20, "loss": 3.1}, {"step": 20, "eval_loss": 3.0}]
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=20, log_history=logged), evaluate=evaluate)
+    assert train_stage.final_eval_loss(trainer) == 3.0 and not calls
+    trainer.state.global_step = 25  # the last eval was before the final step: measured again
+    assert train_stage.final_eval_loss(trainer) == 2.5 and calls == [1]
+
+
 def test_packing_warns_unless_attention_stays_within_each_row() -> None:
     for kernel in ("sdpa", "eager", None):
         warning = train_stage.packing_warning(True, kernel)
