@@ -221,6 +221,8 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         f"train.eval_steps={spec['steps']}",
         f"train.save_steps={spec['steps']}",
         f"train.packing={str(spec['packing']).lower()}",
+        # The baseline computes in bf16 (and TRL keeps its adapter in bf16) whatever the CPU.
+        "train.qlora.compute_dtype=bfloat16",
     ]
     if spec["model"] != str(TINY):
         overrides.append(f"model.name_or_path={spec['model']}")

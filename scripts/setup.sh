@@ -23,7 +23,8 @@ WANT="llama-cpp-python==${LLAMA_CPP_VERSION} CMAKE_ARGS=${PORTABLE_CMAKE_ARGS}"
 .venv/bin/pip install --quiet torch==2.13.0
 if [ "$(cat "$MARKER" 2>/dev/null)" != "$WANT" ]; then
     echo "building llama.cpp (llama-cpp-python ${LLAMA_CPP_VERSION}) for x86-64 + AVX2, not this machine's native flags: about 6-10 minutes on 2 cores"
-    CMAKE_ARGS="$PORTABLE_CMAKE_ARGS" FORCE_CMAKE=1 .venv/bin/pip install --no-cache-dir --force-reinstall \
+    # Every core compiles (CMake builds serially unless told).
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="$PORTABLE_CMAKE_ARGS" FORCE_CMAKE=1 .venv/bin/pip install --no-cache-dir --force-reinstall \
         --no-deps "llama-cpp-python==${LLAMA_CPP_VERSION}"
     echo "$WANT" > "$MARKER"
 fi

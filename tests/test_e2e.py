@@ -21,6 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 # The task set's first rows only: every evaluate run (four here) generates a reply per row per model.
 TASK_ROWS = 8
+# The runs that only re-score (gate, crash) need no reply worth reading: one row, a few tokens.
+RESCORE = ["eval.tasks.limit=1", "eval.tasks.max_new_tokens=8"]
 ARGS = [
     "recipe=support-fr",
     "train.max_steps=40",
@@ -151,7 +153,7 @@ def test_rerun_skips_every_done_stage(run: tuple[Path, Path, str]) -> None:
 
 def test_quality_gate_sets_the_exit_code(run: tuple[Path, Path, str]) -> None:
     cwd, run_dir, _ = run
-    strict = run_trainer([*ARGS, "eval.max_delta_pct=0", f"hydra.run.dir={run_dir}"], cwd=cwd)
+    strict = run_trainer([*ARGS, *RESCORE, "eval.max_delta_pct=0", f"hydra.run.dir={run_dir}"], cwd=cwd)
     assert strict.returncode == 4, strict.stdout + strict.stderr
     assert "quality gate failed" in strict.stdout and "stage train: done, skipped" in strict.stdout
     report = json.loads((run_dir / "report.json").read_text())
@@ -159,7 +161,9 @@ def test_quality_gate_sets_the_exit_code(run: tuple[Path, Path, str]) -> None:
     assert [a["passed_gate"] for a in quantized] == [a["delta_pct"] <= 0 for a in quantized]
     assert report["gate"]["failed"] == [a["name"] for a in quantized if a["delta_pct"] > 0]
     assert report["gate"]["failed"], "no artifact lost quality: the gate test proves nothing"
-    warn = run_trainer([*ARGS, "eval.max_delta_pct=0", "eval.gate=warn", f"hydra.run.dir={run_dir}"], cwd=cwd)
+    warn = run_trainer(
+        [*ARGS, *RESCORE, "eval.max_delta_pct=0", "eval.gate=warn", f"hydra.run.dir={run_dir}"], cwd=cwd
+    )
     assert warn.returncode == 0, warn.stdout + warn.stderr
     assert_manifest_matches(run_dir)  # export ran again over the previous one: the manifest is still true
 
@@ -185,7 +189,7 @@ def test_a_runtime_crash_on_one_artifact_still_reports_every_other_model(
     run_dir = tmp_path / "run"
     shutil.copytree(finished, run_dir, symlinks=True)
     result = subprocess.run(
-        [sys.executable, "-m", "trainer", *ARGS, "force=[evaluate]", f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "trainer", *ARGS, *RESCORE, "force=[evaluate]", f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
         env=fault_env(tmp_path, "SIGSEGV", "/gguf-q4_k_m/"),
         capture_output=True,
