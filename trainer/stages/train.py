@@ -151,8 +151,8 @@ def keep_adapter_in_float32(model: Any, dtype: DType) -> int:
     SFTTrainer casts every trainable parameter of a quantized model to bf16 (the QLoRA paper's
     choice), whatever the compute dtype. Computing in float32 on a CPU without native bf16, each
     LoRA matmul then ran as an emulated bf16 GEMM (`bf16_dot_with_fp32_arith` took a fifth of the
-    train stage on an AVX2-only AMD EPYC) and the optimizer updated bf16 weights; under fp16
-    AMP the gradient scaler refuses half-precision parameters. Returns how many were cast.
+    train stage on an AVX2-only AMD EPYC) and the optimizer updated bf16 weights. Returns how
+    many were cast.
     """
     import torch
 
@@ -343,7 +343,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         processing_class=tokenizer,
         peft_config=peft_config(cfg.lora),
     )
-    keep_adapter_in_float32(trainer.model, dtype)
+    if cast := keep_adapter_in_float32(trainer.model, dtype):
+        log.info("training the %d adapter tensors in float32 (TRL had cast them to bf16)", cast)
     resume = last_checkpoint(checkpoints)
     metrics_path = ctx.out_dir / "eval_before.json"
     measure_before = resume is None or not metrics_path.exists()
