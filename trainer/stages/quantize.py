@@ -97,6 +97,7 @@ def gptqmodel_quantize(
 ) -> None:
     """GPTQ or AWQ through GPTQModel, fed the calibration token ids exactly."""
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
+    import torch
     from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
     from gptqmodel.quantization import FORMAT, METHOD
 
@@ -127,7 +128,8 @@ def gptqmodel_quantize(
     samples = [{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in calibration]
     model.quantize(samples, batch_size=1, backend=backend, calibration_data_min_length=1)
     model.save(str(out))
-    store_floats_as(out, json.loads((merged / "config.json").read_text()).get("dtype") or "bfloat16")
+    if dtype == torch.float32:  # GPTQModel saved the unquantized weights as it computed them
+        store_floats_as(out, json.loads((merged / "config.json").read_text()).get("dtype") or "bfloat16")
 
 
 def store_floats_as(folder: Path, dtype_name: str) -> None:
