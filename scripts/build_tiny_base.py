@@ -4,7 +4,8 @@ The project must run end to end on a 2-core laptop without a model hub, so it sh
 small Llama-architecture base model that this script makes from scratch: a SentencePiece
 tokenizer, a chat template, and a ~8M-parameter ``LlamaForCausalLM`` pretrained for a few
 minutes on the generic corpus of :mod:`trainer.generic_corpus` (Python's own
-documentation, rebuilt at run time, so no corpus text is committed).
+documentation, rebuilt at run time, so no corpus text is committed) and on the French
+gettext catalogs of the building machine (see :func:`read_french_catalogs`).
 
 Run from the repository root; the defaults reproduce the committed model::
 
@@ -38,12 +39,14 @@ Tokenizer choices, and why (each is checked before anything is saved):
 from __future__ import annotations
 
 import argparse
+import gettext
 import hashlib
 import io
 import json
 import math
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -65,12 +68,17 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from trainer.generic_corpus import load_generic_corpus
+from trainer.generic_corpus import is_heldout, load_generic_corpus
 from trainer.gguf import added_tokens_decoder_json
+from trainer.precision import bf16_is_native
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "trainer" / "assets" / "tiny-base"
 DEFAULT_SUPPORT = REPO_ROOT / "trainer" / "assets" / "support-fr" / "train.jsonl"
+DEFAULT_FRENCH = Path("/usr/share/locale/fr/LC_MESSAGES")
+# Messages of a catalog joined into one document, so a training window holds running text.
+FRENCH_MESSAGES_PER_DOCUMENT = 8
+_MNEMONIC = re.compile(r"(?<!\w)_(?=\w)")
 
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -119,6 +127,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--support-jsonl", type=Path, default=DEFAULT_SUPPORT, help="French chat rows for the tokenizer"
     )
+    parser.add_argument(
+        "--french-catalogs",
+        type=str,
+        default=str(DEFAULT_FRENCH),
+        help="folder of French gettext catalogs (*.mo) pretrained on beside the English corpus; '' for none",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=800, help="optimizer steps (~0.7 s each on 2 cores)")
@@ -131,7 +145,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-tokens", type=int, default=100_000, help="cap on held-out tokens evaluated")
     parser.add_argument("--log-every", type=int, default=25, help="steps between loss-curve points")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch CPU threads")
-    parser.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="train in fp32 even where the CPU runs bf16 natively (AMX, AVX512-BF16)",
+    )
     return parser.parse_args(argv)
 
 
@@ -158,6 +176,42 @@ def read_support_texts(path: Path) -> list[str]:
     if not texts:
         raise ValueError(f"{path}: no messages")
     return texts
+
+
+def read_french_catalogs(directory: Path) -> tuple[list[str], list[str]]:
+    """French text from the gettext catalogs installed on the building machine.
+
+    Every Debian-like system carries the French translations of its programs' messages
+    (coreutils, apt, git, glib, ...) as compiled ``.mo`` files: real, varied French written by
+    translators, available offline, and nothing to do with customer support.  Each message
+    with at least four words is cleaned of menu mnemonics; a catalog's messages, in sorted
+    order, are grouped into documents of a few messages, split into train and held-out by the
+    same sha256 bucket as the generic corpus.  Returns (train, heldout).
+    """
+    catalogs = sorted(directory.glob("*.mo"))
+    if not catalogs:
+        raise FileNotFoundError(
+            f"no gettext catalogs (*.mo) in {directory}: pass --french-catalogs, or --french-catalogs '' for an English-only base"
+        )
+    documents: set[str] = set()
+    for catalog in catalogs:
+        try:
+            with catalog.open("rb") as handle:
+                messages = gettext.GNUTranslations(handle)._catalog  # the parsed msgstr table
+        except (OSError, UnicodeDecodeError) as error:
+            log(f"skipped {catalog.name}: {error}")
+            continue
+        texts = sorted(
+            {
+                _MNEMONIC.sub("", value).strip()
+                for key, value in messages.items()
+                if key and isinstance(value, str) and len(value.split()) >= 4
+            }
+        )
+        for first in range(0, len(texts), FRENCH_MESSAGES_PER_DOCUMENT):
+            documents.add("\n".join(texts[first : first + FRENCH_MESSAGES_PER_DOCUMENT]))
+    ordered = sorted(documents)
+    return [d for d in ordered if not is_heldout(d)], [d for d in ordered if is_heldout(d)]
 
 
 def train_sentencepiece(texts: Sequence[str], vocab_size: int, threads: int) -> bytes:
@@ -362,6 +416,12 @@ def make_model(tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalL
     return LlamaForCausalLM(config)
 
 
+def uses_bf16(args: argparse.Namespace) -> bool:
+    """bf16 autocast only where the CPU computes bf16 natively: elsewhere it is emulated and
+    slower than fp32 (see docs/ARCHITECTURE.md, precision)."""
+    return not args.fp32 and bf16_is_native("cpu")
+
+
 def train(model: LlamaForCausalLM, stream: torch.Tensor, args: argparse.Namespace) -> list[dict[str, float]]:
     """AdamW with warmup + cosine; returns the loss curve (mean loss per logged span)."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -381,7 +441,7 @@ def train(model: LlamaForCausalLM, stream: torch.Tensor, args: argparse.Namespac
     model.train()
     for step in range(1, args.steps + 1):
         input_ids = next(data)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not args.fp32):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bf16(args)):
             loss = model(input_ids=input_ids, labels=input_ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -424,25 +484,31 @@ def write_card(directory: Path, info: dict[str, Any]) -> None:
 
 A Llama-architecture causal LM of {info["parameters"] / 1e6:.2f}M parameters with a 4,096-piece
 SentencePiece tokenizer, made from scratch on a CPU so the project runs end to end without
-a model hub. It is a real, if very small, language model of English technical prose: good
-for exercising QLoRA, merging and GPTQ/AWQ/GGUF quantization, useless as an assistant.
+a model hub. It is a real, if very small, language model of English technical prose and of
+French software messages: it has read French, but never a conversation, so it is useless as an
+assistant until a fine-tune (the support-fr recipe) teaches it one.
 
 ## How it was built
 
-    python scripts/build_tiny_base.py
+    {info["command"]}
 
-(defaults; seed {info["seed"]}, {info["threads"]} CPU threads, {info["seconds"]:.0f} s wall in all, of which
+(seed {info["seed"]}, {info["threads"]} CPU threads, {info["seconds"]:.0f} s wall in all, of which
 {info["train_seconds"]:.0f} s training.)
 
 - **Corpus**: `trainer.generic_corpus`: docstrings of the Python {info["versions"]["python"]} standard
   library and `pydoc_data.topics`, cut into paragraphs, deduplicated and split by sha256 of
-  each paragraph: {info["corpus"]["train_documents"]:,} train documents ({info["corpus"]["train_tokens"]:,} tokens),
+  each paragraph: {info["corpus"]["train_documents"]:,} train documents,
   {info["corpus"]["heldout_documents"]:,} held out. Rebuilt at run time; no corpus text is committed.
+- **French**: the French gettext catalogs installed on the building machine
+  (`{info["corpus"]["french_catalogs"]}`: the translated messages of coreutils, apt, git, glib,
+  PostgreSQL, ...), messages of four words or more, {FRENCH_MESSAGES_PER_DOCUMENT} per document, split
+  by the same hash: {info["corpus"]["french_train_documents"]:,} train documents,
+  {info["corpus"]["french_heldout_documents"]:,} held out. Nothing about customer support.
 - **Tokenizer**: SentencePiece BPE, vocab {arch["vocab_size"]}, byte fallback, identity normalisation,
   no dummy prefix (so `\\n` is `<0x0A>` and nothing is inserted after special tokens;
   transformers, SentencePiece and llama.cpp give the same ids), trained on the generic
-  train documents plus the message texts of `trainer/assets/support-fr/train.jsonl` so
-  French is represented. Specials: `<unk>` `<s>` (bos) `</s>` `<pad>` and the chat markers
+  and French train documents plus the message texts of `trainer/assets/support-fr/train.jsonl`
+  (the tokenizer only: the model never pretrained on them). Specials: `<unk>` `<s>` (bos) `</s>` `<pad>` and the chat markers
   `<|system|>` `<|user|>` `<|assistant|>` `<|end|>` (eos). `tokenizer_config.json` carries
   `added_tokens_decoder` so llama.cpp's converter keeps the markers as single control
   tokens; a stage that re-saves the tokenizer with transformers 5 must restore it.
@@ -452,8 +518,9 @@ for exercising QLoRA, merging and GPTQ/AWQ/GGUF quantization, useless as an assi
   {arch["num_attention_heads"]} heads with {arch["num_key_value_heads"]} KV heads (GQA), RoPE theta {arch["rope_theta"]:g},
   context {arch["max_position_embeddings"]}, untied input/output embeddings; {info["parameters"]:,} parameters.
 - **Pretraining**: {info["steps"]} AdamW steps of {info["batch_size"]} × {info["seq_len"]} tokens
-  ({info["tokens_seen"]:,} tokens, {info["epochs"]:.1f} epochs; documents as `<s>` text `<|end|>`),
-  peak lr {info["lr"]:g}, warmup + cosine, bf16 autocast; saved in bfloat16.
+  ({info["tokens_seen"]:,} tokens, {info["epochs"]:.1f} epochs of the {info["corpus"]["train_tokens"]:,}-token
+  English + French stream; documents as `<s>` text `<|end|>`),
+  peak lr {info["lr"]:g}, warmup + cosine, {info["precision"]}; saved in bfloat16.
 
 ## Held-out perplexity
 
@@ -466,12 +533,16 @@ Token-weighted over {ppl["tokens"]:,} tokens of the held-out generic documents:
 | trained (fp32 weights) | {ppl["trained"]:,.1f} |
 | **saved bf16, reloaded with `from_pretrained`** | **{ppl["reloaded_bf16"]:,.1f}** |
 
+and over {ppl["french_tokens"]:,} tokens of the held-out French documents, saved bf16 reloaded:
+**{ppl["french_reloaded_bf16"] or float("nan"):,.1f}**.
+
 `build_info.json` has the loss curve and the exact versions.
 
 ## License
 
 The weights and tokenizer are generated locally by `scripts/build_tiny_base.py` from
-text that ships with Python (the standard library's documentation, PSF License) and from
+text that ships with Python (the standard library's documentation, PSF License), from the
+French translations of free software messages (each under its package's free license) and from
 this project's own support-fr dataset (tokenizer only). No third-party model weights
 are involved; they are distributed under the project's license.
 """
@@ -485,15 +556,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     corpus = load_generic_corpus()
     support = read_support_texts(args.support_jsonl)
+    french, french_heldout = (
+        read_french_catalogs(Path(args.french_catalogs)) if args.french_catalogs else ([], [])
+    )
     log(
-        f"generic corpus: {len(corpus.train)} train / {len(corpus.heldout)} held-out documents; support-fr: {len(support)} messages"
+        f"generic corpus: {len(corpus.train)} train / {len(corpus.heldout)} held-out documents; "
+        f"French catalogs: {len(french)} / {len(french_heldout)}; support-fr: {len(support)} messages"
     )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tiny-base-", dir=args.out.parent) as tmp:
         staging = Path(tmp) / "model"
         staging.mkdir()
-        sp_model = train_sentencepiece([*corpus.train, *support], args.vocab_size, args.threads)
+        sp_model = train_sentencepiece([*corpus.train, *french, *support], args.vocab_size, args.threads)
         sp = spm.SentencePieceProcessor(model_proto=sp_model)
         tokenizer = build_tokenizer(staging, sp_model)
         check_tokenizer(tokenizer, sp, [*TOKENIZER_PROBES, *corpus.heldout, *support])
@@ -501,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"tokenizer: {len(tokenizer)} pieces, HF ids == sentencepiece ids on {len(TOKENIZER_PROBES) + len(corpus.heldout) + len(support)} texts"
         )
 
-        stream = token_stream(tokenizer, corpus.train)
+        stream = token_stream(tokenizer, [*corpus.train, *french])
         model = make_model(tokenizer, args.seed)
         parameters = sum(p.numel() for p in model.parameters())
         log(f"model: {parameters:,} parameters; train stream {len(stream):,} tokens")
@@ -522,6 +597,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             reloaded, AutoTokenizer.from_pretrained(staging), corpus.heldout, args.eval_tokens, args.seq_len
         )
         log(f"held-out ppl of the saved bf16 weights, reloaded: {math.exp(nll_reloaded):.1f}")
+        french_nll = (
+            heldout_nll(reloaded, tokenizer, french_heldout, args.eval_tokens, args.seq_len)
+            if french_heldout
+            else None
+        )
+        if french_nll:
+            log(
+                f"held-out French ppl of the saved bf16 weights: {math.exp(french_nll[0]):.1f} over {french_nll[1]} tokens"
+            )
 
         info = {
             "command": "python scripts/build_tiny_base.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
@@ -549,13 +633,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             "min_lr_ratio": args.min_lr_ratio,
             "warmup_steps": args.warmup_steps,
             "weight_decay": args.weight_decay,
-            "precision": "fp32" if args.fp32 else "bf16 autocast",
+            "precision": "bf16 autocast" if uses_bf16(args) else "fp32",
             "tokens_seen": args.steps * args.batch_size * args.seq_len,
             "epochs": round(args.steps * args.batch_size * args.seq_len / len(stream), 2),
             "corpus": {
                 "train_documents": len(corpus.train),
                 "heldout_documents": len(corpus.heldout),
                 "train_tokens": len(stream),
+                "french_catalogs": args.french_catalogs,
+                "french_train_documents": len(french),
+                "french_heldout_documents": len(french_heldout),
                 "support_fr_messages": len(support),
                 "support_fr_sha256": hashlib.sha256(args.support_jsonl.read_bytes()).hexdigest(),
             },
@@ -567,6 +654,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "trained": round(math.exp(nll_trained), 2),
                 "reloaded_bf16": round(math.exp(nll_reloaded), 2),
                 "nll_reloaded_bf16": round(nll_reloaded, 4),
+                "french_tokens": french_nll[1] if french_nll else 0,
+                "french_reloaded_bf16": round(math.exp(french_nll[0]), 2) if french_nll else None,
             },
             "versions": {
                 "python": platform.python_version(),

@@ -181,6 +181,30 @@ def test_model_predicts_unseen_text(model: PreTrainedModel, tokenizer: PreTraine
     assert nll < math.log(0.1 * VOCAB) < math.log(VOCAB)
 
 
+# Plain French prose written for this test: neither in the French catalogs nor in support-fr.
+FRENCH_PROSE = (
+    "Le fichier demandé n'existe pas ou vous n'avez pas les droits nécessaires pour le lire.",
+    "Impossible de créer le répertoire temporaire : l'espace disque est insuffisant.",
+    "Veuillez vérifier la configuration puis relancer la commande avec l'option indiquée.",
+    "La connexion au serveur a échoué ; une nouvelle tentative aura lieu dans quelques secondes.",
+)
+
+
+def test_base_reads_french(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, build_info: dict[str, Any]
+) -> None:
+    """The base pretrained on French as well as English: its loss on unseen French prose is far
+    below the uniform log(4096), so a French fine-tune starts from a model that knows the language."""
+    losses = []
+    with torch.inference_mode():
+        for text in FRENCH_PROSE:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            losses.append(model(input_ids=ids, labels=ids).loss.float().item())
+    assert sum(losses) / len(losses) < math.log(0.05 * VOCAB), losses  # 11.4 before French (log 4096 = 8.3)
+    assert build_info["corpus"]["french_train_documents"] > 1000
+    assert build_info["heldout"]["french_reloaded_bf16"] < 0.05 * VOCAB
+
+
 def test_pydoc_heldout_is_fast_and_never_trained_on() -> None:
     started = time.perf_counter()
     pydoc = heldout_pydoc_texts()
