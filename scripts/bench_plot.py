@@ -298,6 +298,23 @@ def markdown_precision(data: dict[str, Any]) -> str:
     return _table(["", "bfloat16 compute", "float32 compute", "bf16/fp32"], rows)
 
 
+def markdown_fidelity(data: dict[str, Any]) -> str:
+    """The exact mean KL divergence per artifact beside the top-k figure for each k, and its error."""
+    ks = list(data["results"][0]["top_k"])
+    header = ["artifact", "exact mean KLD", "top-1 agreement"] + [f"top-{k} (error)" for k in ks]
+    rows = [
+        [
+            r["artifact"],
+            f"{r['exact_mean_kld']:.5f}",
+            f"{r['top1_agreement']:.3f}",
+            *(f"{r['top_k'][k]['mean_kld']:.5f} ({r['top_k'][k]['mean_error_pct']:+.1f}%)" for k in ks),
+        ]
+        for r in data["results"]
+    ]
+    mass = ", ".join(f"top-{k} {data['results'][0]['top_k'][k]['reference_mass']:.1%}" for k in ks)
+    return _table(header, rows) + f"\n\nMerged's mass in its top-k tokens, mean over positions: {mass}."
+
+
 def markdown_all(folder: Path) -> str:
     parts = []
     for name in ("train-tiny", "train-large", "packing-tiny", "packing-large"):
@@ -313,6 +330,8 @@ def markdown_all(folder: Path) -> str:
         parts.append(f"### llama_build\n\n{markdown_llama_build(build)}")
     if (precision := _load(folder / "precision.json")) is not None:
         parts.append(f"### precision\n\n{markdown_precision(precision)}")
+    if (fidelity := _load(folder / "fidelity.json")) is not None:
+        parts.append(f"### fidelity\n\n{markdown_fidelity(fidelity)}")
     return "\n\n".join(parts)
 
 

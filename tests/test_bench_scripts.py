@@ -26,6 +26,7 @@ BENCHMARKS = (
     "bench_merge",
     "bench_llama_build",
     "bench_plot",
+    "bench_fidelity",
 )
 
 
@@ -63,7 +64,7 @@ def test_committed_results_redraw(bench_plot, tmp_path: Path) -> None:
     for chart in sorted(RESULTS.glob("*.png")):
         assert chart.name in charts, f"{chart} is committed but no JSON redraws it"
     tables = bench_plot.markdown_all(tmp_path)
-    for name in ("train-tiny", "calibration", "llama_build", "precision"):
+    for name in ("train-tiny", "calibration", "llama_build", "precision", "fidelity"):
         assert f"### {name}" in tables
 
 

@@ -83,7 +83,7 @@ def test_wrong_type_or_enum_fails_naming_key_and_allowed(override: str, key: str
         ("train.qlora.quant_type=int3", "train.qlora.quant_type"),
         ("quantize.enabled=[gptq-w3]", "quantize.enabled"),
         ("stages=[]", "stages"),
-        ("eval.max_delta_pct=-1", "eval.max_delta_pct"),
+        ("eval.gates.max_ppl_delta_pct=-1", "eval.gates.max_ppl_delta_pct"),
     ],
 )
 def test_semantic_check_names_the_key(override: str, key: str) -> None:

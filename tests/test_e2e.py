@@ -31,7 +31,10 @@ ARGS = [
     f"eval.tasks.limit={TASK_ROWS}",
     "eval.tasks.max_new_tokens=48",
 ]
-ARTIFACT_KEYS = {"name", "format", "path", "size_bytes", "perplexity", "delta_pct", "runtime", "passed_gate"}
+ARTIFACT_KEYS = {
+    "name", "format", "path", "size_bytes", "perplexity", "delta_pct", "runtime", "passed_gate",
+    "fidelity", "drift", "serving", "gates", "gate_failures",
+}  # fmt: skip
 
 
 # Tokens a user's environment may hold: the run must not write them anywhere.
@@ -81,6 +84,44 @@ def test_report_follows_the_contract(run: tuple[Path, Path, str]) -> None:
     assert (run_dir / "report.md").read_text().count("|") > 20
     assert (run_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "report:" in stdout and "gptq" in stdout
+
+
+def test_every_artifact_is_gated_on_fidelity_drift_and_serving_and_one_is_recommended_per_target(
+    run: tuple[Path, Path, str],
+) -> None:
+    _, run_dir, stdout = run
+    report = json.loads((run_dir / "report.json").read_text())
+    thresholds = report["gate"]["thresholds"]
+    merged = report["artifacts"][1]
+    assert merged["fidelity"] is None and merged["drift"]["tokens"] > 1000
+    for artifact in report["artifacts"][2:]:
+        gates = {g["key"]: g for g in artifact["gates"]}
+        assert set(gates) == set(thresholds)
+        kld = artifact["fidelity"]["mean_kld"]
+        assert gates["max_mean_kld"]["figure"] == kld and 0 < kld < thresholds["max_mean_kld"]
+        assert (
+            artifact["fidelity"]["p99_kld"] >= kld and artifact["fidelity"]["positions"] == artifact["tokens"]
+        )
+        assert gates["min_top1_agreement"]["passed"] is True
+        assert artifact["drift"]["tokens"] == merged["drift"]["tokens"]
+        assert gates["max_drift_delta_pct"]["figure"] == pytest.approx(
+            (artifact["drift"]["perplexity"] / merged["drift"]["perplexity"] - 1) * 100
+        )
+        assert (
+            artifact["serving"]["peak_rss_mib"] > 100 and artifact["serving"]["generation_tokens_per_s"] > 0
+        )
+    base = report["artifacts"][0]
+    assert base["fidelity"]["mean_kld"] > max(a["fidelity"]["mean_kld"] for a in report["artifacts"][2:])
+    recommended = {r["target"]: r["artifact"] for r in report["recommendation"]}
+    assert recommended == {
+        "GPU server (vLLM, transformers)": recommended["GPU server (vLLM, transformers)"],
+        "CPU / laptop / Ollama (llama.cpp)": recommended["CPU / laptop / Ollama (llama.cpp)"],
+    }
+    assert recommended["GPU server (vLLM, transformers)"] in ("gptq-w4g128", "awq-w4g128")
+    assert recommended["CPU / laptop / Ollama (llama.cpp)"] in ("gguf-q4_k_m", "gguf-q4_k_m-noimatrix")
+    markdown = (run_dir / "report.md").read_text()
+    assert "## Gates" in markdown and "## Recommendation" in markdown and "mean KLD" in markdown
+    assert "recommended for GPU server" in stdout
 
 
 def test_every_model_is_judged_on_the_task_set_in_its_own_runtime(run: tuple[Path, Path, str]) -> None:
@@ -153,7 +194,9 @@ def test_rerun_skips_every_done_stage(run: tuple[Path, Path, str]) -> None:
 
 def test_quality_gate_sets_the_exit_code(run: tuple[Path, Path, str]) -> None:
     cwd, run_dir, _ = run
-    strict = run_trainer([*ARGS, *RESCORE, "eval.max_delta_pct=0", f"hydra.run.dir={run_dir}"], cwd=cwd)
+    strict = run_trainer(
+        [*ARGS, *RESCORE, "eval.gates.max_ppl_delta_pct=0", f"hydra.run.dir={run_dir}"], cwd=cwd
+    )
     assert strict.returncode == 4, strict.stdout + strict.stderr
     assert "quality gate failed" in strict.stdout and "stage train: done, skipped" in strict.stdout
     report = json.loads((run_dir / "report.json").read_text())
@@ -162,7 +205,8 @@ def test_quality_gate_sets_the_exit_code(run: tuple[Path, Path, str]) -> None:
     assert report["gate"]["failed"] == [a["name"] for a in quantized if a["delta_pct"] > 0]
     assert report["gate"]["failed"], "no artifact lost quality: the gate test proves nothing"
     warn = run_trainer(
-        [*ARGS, *RESCORE, "eval.max_delta_pct=0", "eval.gate=warn", f"hydra.run.dir={run_dir}"], cwd=cwd
+        [*ARGS, *RESCORE, "eval.gates.max_ppl_delta_pct=0", "eval.gate=warn", f"hydra.run.dir={run_dir}"],
+        cwd=cwd,
     )
     assert warn.returncode == 0, warn.stdout + warn.stderr
     assert_manifest_matches(run_dir)  # export ran again over the previous one: the manifest is still true

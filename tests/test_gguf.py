@@ -11,8 +11,6 @@ import json
 import math
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -289,7 +287,7 @@ def test_quantized_artifacts_serve_in_a_fresh_process(
     and its chat replies through the embedded template end where transformers' greedy replies of the
     same weights end: on eos, or at the token budget (the base, never tuned to chat, runs on)."""
     from trainer.gguf import score_gguf
-    from trainer.runtimes import generate, sample_prompts
+    from trainer.runtimes import generate, sample_prompts, score_in_fresh_process
 
     eval_jsonl = work / "eval4.jsonl"
     lines = (SUPPORT / "eval.jsonl").read_text(encoding="utf-8").splitlines()[:4]
@@ -297,19 +295,8 @@ def test_quantized_artifacts_serve_in_a_fresh_process(
     tokens = eval_tokens(eval_jsonl, tokenizer)
     expected_tokens = tokens.scored_tokens
     reference = generate(hf_model, tokenizer, sample_prompts(eval_jsonl, 2), 160)
-    for name, artifact in built.items():
-        out = work / f"{name}.score.json"
-        command = [
-            sys.executable,
-            "-m",
-            "trainer.runtimes",
-            "llama.cpp",
-            str(artifact["folder"]),
-            str(eval_jsonl),
-        ]
-        result = subprocess.run([*command, str(out), "2", "160"], capture_output=True, text=True, cwd=REPO)
-        assert result.returncode == 0, result.stderr[-2000:]
-        scored = json.loads(out.read_text())
+    for artifact in built.values():
+        scored = score_in_fresh_process("llama.cpp", artifact["folder"], eval_jsonl, 2, 160)
         assert scored["tokens"] == expected_tokens
         # The same file scores the same in this process: the fresh load depends on nothing left here.
         assert math.isclose(scored["nll"], score_gguf(artifact["file"], tokens).nll, rel_tol=1e-6)
@@ -369,3 +356,33 @@ def test_bad_types_fail_before_any_work(merged: Path, work: Path) -> None:
     with pytest.raises(ConfigError, match="importance matrix"):
         quantize_gguf(work / "missing.gguf", work / "never.gguf", "iq4_xs", None, {})
     assert not cache.exists() and not (work / "never-out").exists() and not (work / "never.gguf").exists()
+
+
+def test_fidelity_lines_up_across_runtimes(
+    built: dict[str, dict[str, Any]], tokenizer: Any, hf_model: Any, work: Path
+) -> None:
+    """The model in transformers leaves its top-k as the reference; its Q4_K_M in llama.cpp is measured
+    against it position by position (transformers scores sequences sorted by length, llama.cpp in
+    order): close where the positions line up, far off against the same reference shifted by one."""
+    from trainer.evaluation.fidelity import Fidelity, TopK
+    from trainer.gguf import score_gguf
+
+    eval_jsonl = work / "eval6.jsonl"
+    lines = (SUPPORT / "eval.jsonl").read_text(encoding="utf-8").splitlines()[:6]
+    eval_jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tokens = eval_tokens(eval_jsonl, tokenizer)
+    writer = Fidelity(tokens.scored_per_sequence())
+    score_transformers(hf_model, tokens, fidelity=writer)
+    reference = writer.top()
+    shifted = TopK(np.roll(reference.ids, 1, axis=0), np.roll(reference.logprobs, 1, axis=0))
+    summaries = {}
+    for name, ref in (("aligned", reference), ("shifted", shifted)):
+        fidelity = Fidelity(tokens.scored_per_sequence(), ref)
+        score_gguf(built["q4km"]["file"], tokens, fidelity=fidelity)
+        summaries[name] = fidelity.summary()
+    aligned, misaligned = summaries["aligned"], summaries["shifted"]
+    assert aligned["positions"] == tokens.scored_tokens
+    assert aligned["mean_kld"] < 0.05 and aligned["top1_agreement"] > 0.9, aligned
+    assert misaligned["mean_kld"] > 10 * aligned["mean_kld"] and misaligned["top1_agreement"] < 0.5, (
+        misaligned
+    )

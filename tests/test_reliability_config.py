@@ -41,6 +41,7 @@ FREE_TEXT = {
     "data.eval_path",
     "data.hub_split",
     "eval.tasks.path",
+    "eval.drift.path",
     "lora.target_modules",
     "lora.modules_to_save",
     "run_dir",

@@ -134,12 +134,14 @@ def test_a_failing_job_leaves_the_sweep_going_and_is_in_the_summary(tmp_path: Pa
     assert "1 completed, 1 failed" in (sweep / "sweep_summary.md").read_text()
 
 
-def fake_job(sweep: Path, num: int, value: float | None, status: str = "completed") -> None:
+def fake_job(
+    sweep: Path, num: int, value: float | None, status: str = "completed", metric: str = "best_quantized"
+) -> None:
     folder = sweep / str(num)
     folder.mkdir(parents=True)
     row = {
         "job": num, "overrides": [f"lora.r={num}", "train.max_steps=4"], "status": status, "error": None,
-        "seconds": 1.0, "run_dir": str(folder), "metric": "best_quantized", "value": value,
+        "seconds": 1.0, "run_dir": str(folder), "metric": metric, "value": value,
         "artifacts": {"merged": {"perplexity": 10.0, "delta_pct": 0.0, "passed_gate": None}},
     }  # fmt: skip
     (folder / JOB_FILE).write_text(json.dumps(row))
@@ -171,6 +173,36 @@ def test_key_metric_picks_the_named_artifact() -> None:
     assert key_metric(report, "gptq-w4g128") == 10.5
     assert key_metric(report, "merged") == 10.0
     assert key_metric({}, "merged") is None
+
+
+def test_key_metric_ranks_on_any_gate_figure_in_its_direction(tmp_path: Path) -> None:
+    report = {
+        "artifacts": [
+            {"name": "merged", "perplexity": 10.0, "task": {"score": 0.8}},
+            {
+                "name": "gptq-w4g128",
+                "perplexity": 10.5,
+                "fidelity": {"mean_kld": 0.004},
+                "task": {"score": 0.7},
+            },
+            {
+                "name": "gguf-q4_k_m",
+                "perplexity": 10.2,
+                "fidelity": {"mean_kld": 0.006},
+                "task": {"score": 0.75},
+            },
+        ]
+    }
+    assert key_metric(report, "best_quantized:task_score") == 0.75  # higher is better
+    assert key_metric(report, "best_quantized:mean_kld") == 0.004  # lower is better
+    assert key_metric(report, "merged:task_score") == 0.8 and key_metric(report, "merged:mean_kld") is None
+    for num, score in enumerate((0.5, 0.75, 0.6)):
+        fake_job(tmp_path, num, score, metric="best_quantized:task_score")
+    assert [r["job"] for r in write_summary(tmp_path)] == [1, 2, 0]
+    assert "(eval.key_metric; higher is better)" in (tmp_path / "sweep_summary.md").read_text()
+    assert compose_typed(["eval.key_metric=gguf-q4_k_m:mean_kld"]).eval.key_metric == "gguf-q4_k_m:mean_kld"
+    with pytest.raises(ConfigError, match=r"eval.key_metric: 'merged:speed'.*task_score"):
+        compose_typed(["eval.key_metric=merged:speed"])
 
 
 def test_key_metric_must_name_a_measured_artifact() -> None:

@@ -306,13 +306,47 @@ class TasksConfig:
 
 
 @dataclass
+class GatesConfig:
+    """What an artifact must keep of merged BF16 to ship (trainer/evaluation/gates.py); null turns a gate off.
+
+    Each figure is measured in the artifact's own runtime on the same tokens as merged's.
+    """
+
+    # Fidelity: perplexity growth, mean KL divergence (nats per token) and top-1 agreement.
+    max_ppl_delta_pct: float | None = 10.0
+    max_mean_kld: float | None = 0.05
+    min_top1_agreement: float | None = 0.9
+    # Task: the task score and the self-ended share, each as a fraction of merged's.
+    min_task_share: float | None = 0.8
+    min_self_ended_share: float | None = 0.9
+    # Broad drift: perplexity growth on generic text (eval.drift) against merged's.
+    max_drift_delta_pct: float | None = 10.0
+    # Serving cost on the machine of the run; off by default (machines differ).
+    max_peak_rss_mib: float | None = None
+    min_generation_tokens_per_s: float | None = None
+
+
+@dataclass
+class DriftConfig:
+    """Generic text outside the fine-tune's domain, scored by every model for broad drift."""
+
+    # A UTF-8 text file, documents separated by blank lines; null: the held-out Python documentation
+    # the tiny base never pretrained on (trainer.generic_corpus).
+    path: str | None = None
+    # Tokens scored (a bound on the time it adds per model); 0 turns the drift measure off.
+    tokens: int = 8192
+
+
+@dataclass
 class EvalConfig:
-    max_delta_pct: float = 10.0
+    gates: GatesConfig = field(default_factory=GatesConfig)
     gate: GateMode = GateMode.fail
+    drift: DriftConfig = field(default_factory=DriftConfig)
     generate_samples: int = 3
     max_new_tokens: int = 64
-    # The perplexity the Hydra entry returns and sweeps rank by (lower is better):
-    # `best_quantized`, `merged`, `base`, or the name of an enabled artifact.
+    # The figure the Hydra entry returns and sweeps rank by: `MODEL[:FIGURE]`, MODEL one of
+    # `best_quantized`, `merged`, `base` or an enabled artifact, FIGURE one of trainer.sweep.FIGURES
+    # (perplexity by default; e.g. `best_quantized:task_score`, `gguf-q4_k_m:mean_kld`).
     key_metric: str = "best_quantized"
     tasks: TasksConfig = field(default_factory=TasksConfig)
 
@@ -474,7 +508,14 @@ def validate(cfg: TrainerConfig) -> None:
             f"{name!r} is not defined under quantize.artifacts (defined: {sorted(cfg.quantize.artifacts)})",
         )
     _check(bool(cfg.stages), "stages", "is empty; name at least one of " + ", ".join(s.value for s in Stage))
-    _check(cfg.eval.max_delta_pct >= 0, "eval.max_delta_pct", f"{cfg.eval.max_delta_pct} must be >= 0")
+    for key, value in vars(cfg.eval.gates).items():
+        bounded = key.startswith(("min_top1", "min_task", "min_self"))
+        _check(
+            value is None or (value >= 0 and (not bounded or value <= 1)),
+            f"eval.gates.{key}",
+            f"{value} must be {'in [0, 1]' if bounded else '>= 0'}, or null to turn the gate off",
+        )
+    _check(cfg.eval.drift.tokens >= 0, "eval.drift.tokens", f"{cfg.eval.drift.tokens} must be >= 0")
     # Values that type-check but would only fail (or quietly do something else) once a stage runs,
     # possibly hours in; tests/test_reliability_config.py tries an invalid value for every key.
     import re
@@ -581,6 +622,10 @@ def validate(cfg: TrainerConfig) -> None:
         from trainer.evaluation.tasks import load_rows
 
         load_rows(Path(tasks.path), tasks.limit, tasks.scorers)  # every row and check, before any stage
+    if cfg.eval.drift.path is not None and cfg.eval.drift.tokens > 0:
+        from trainer.evaluation.drift import drift_texts
+
+        drift_texts(cfg.eval.drift.path)  # readable, and holds text, before any stage
     _check(
         cfg.hardware.num_threads is None or cfg.hardware.num_threads > 0,
         "hardware.num_threads",
@@ -589,11 +634,15 @@ def validate(cfg: TrainerConfig) -> None:
     # What the quantize stage checks without the model, checked here so it fails before training.
     for name in cfg.quantize.enabled:
         check_settings(name, cfg.quantize.artifacts[name])
+    from trainer.sweep import FIGURES, split_metric
+
     metrics = ["best_quantized", "merged", "base", *cfg.quantize.enabled]
+    model, figure = split_metric(cfg.eval.key_metric)
     _check(
-        cfg.eval.key_metric in metrics,
+        model in metrics and figure in FIGURES,
         "eval.key_metric",
-        f"{cfg.eval.key_metric!r}; allowed: {', '.join(metrics)}",
+        f"{cfg.eval.key_metric!r}; allowed: {', '.join(metrics)}, each optionally followed by "
+        f":FIGURE, one of {', '.join(FIGURES)} (e.g. best_quantized:task_score)",
     )
     hardware = cfg.hardware
     _check(

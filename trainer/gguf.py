@@ -49,6 +49,7 @@ from trainer.errors import ConfigError, TrainerError
 
 if TYPE_CHECKING:
     from trainer.config import ArtifactConfig
+    from trainer.evaluation.fidelity import Fidelity
     from trainer.perplexity import EvalTokens, Score
 
 log = logging.getLogger(__name__)
@@ -568,14 +569,17 @@ def _default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def score_gguf(gguf: Path, tokens: EvalTokens, *, n_threads: int | None = None) -> Score:
+def score_gguf(
+    gguf: Path, tokens: EvalTokens, *, n_threads: int | None = None, fidelity: Fidelity | None = None
+) -> Score:
     """Teacher-forced NLL of the masked (assistant) tokens with llama.cpp, from the given ids.
 
     Each sequence is evaluated as token ids (never re-tokenized from text) in a fresh KV cache,
     with logits for every position; position t's log-softmax predicts token t+1. The count of
     scored tokens must equal `tokens.scored_tokens`, as for every other runtime. `n_threads`
     defaults to half the cores, for batches too: llama.cpp's threads spin-wait, and with every core
-    taken a busy neighbour made the same scoring 30 times slower on a 2-core machine.
+    taken a busy neighbour made the same scoring 30 times slower on a 2-core machine. `fidelity`,
+    when given, receives the log-softmax rows of each sequence's scored positions.
     """
     import llama_cpp
 
@@ -594,7 +598,7 @@ def score_gguf(gguf: Path, tokens: EvalTokens, *, n_threads: int | None = None) 
     )
     total, count = 0.0, 0
     try:
-        for ids, mask in zip(tokens.sequences, tokens.masks, strict=True):
+        for index, (ids, mask) in enumerate(zip(tokens.sequences, tokens.masks, strict=True)):
             llm.reset()
             llm.eval(ids)
             logits = np.asarray(llm.scores[: len(ids) - 1], dtype=np.float64)
@@ -605,6 +609,8 @@ def score_gguf(gguf: Path, tokens: EvalTokens, *, n_threads: int | None = None) 
             scored = np.asarray(mask[1:], dtype=bool)
             total -= float(picked[scored].sum())
             count += int(scored.sum())
+            if fidelity is not None:
+                fidelity.add(index, logits[scored] - log_norm[scored, None])
     finally:
         llm.close()
     if count != tokens.scored_tokens:

@@ -12,9 +12,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.masking import encode_with_mask
+
+if TYPE_CHECKING:
+    from trainer.evaluation.fidelity import Fidelity
 
 
 @dataclass(frozen=True)
@@ -27,11 +30,30 @@ class EvalTokens:
         """Tokens whose prediction counts: masked-in positions after the first of each sequence."""
         return sum(sum(mask[1:]) for mask in self.masks)
 
+    def scored_per_sequence(self) -> list[int]:
+        return [sum(mask[1:]) for mask in self.masks]
+
 
 def eval_tokens(eval_jsonl: Path, tokenizer: Any) -> EvalTokens:
     rows = [json.loads(line) for line in eval_jsonl.read_text(encoding="utf-8").splitlines()]
     encoded = [encode_with_mask(tokenizer, row["messages"]) for row in rows]
     return EvalTokens([e.input_ids for e in encoded], [e.assistant_masks for e in encoded])
+
+
+def text_tokens(texts: list[str], tokenizer: Any, max_tokens: int, max_length: int = 512) -> EvalTokens:
+    """Plain texts (``<s>`` + text, cut at ``max_length``), every token scored, until ``max_tokens``:
+    the token set of the broad-drift perplexity (generic text outside the fine-tune's domain)."""
+    sequences: list[list[int]] = []
+    budget = max_tokens
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"][:max_length]
+        if len(ids) < 2:
+            continue
+        sequences.append(ids[: budget + 1])
+        budget -= len(sequences[-1]) - 1
+        if budget <= 0:
+            break
+    return EvalTokens(sequences, [[1] * len(ids) for ids in sequences])
 
 
 @dataclass(frozen=True)
@@ -44,8 +66,11 @@ class Score:
         return math.exp(self.nll)
 
 
-def score_transformers(model: Any, tokens: EvalTokens, batch_size: int = 8) -> Score:
-    """Teacher-forced NLL of the assistant tokens with a transformers causal LM."""
+def score_transformers(
+    model: Any, tokens: EvalTokens, batch_size: int = 8, fidelity: Fidelity | None = None
+) -> Score:
+    """Teacher-forced NLL of the assistant tokens with a transformers causal LM; `fidelity`, when
+    given, receives the log-softmax rows of each sequence's scored positions."""
     import torch
 
     device = next(model.parameters()).device
@@ -75,6 +100,11 @@ def score_transformers(model: Any, tokens: EvalTokens, batch_size: int = 8) -> S
             )
             total += float(losses)
             count += int((shifted != -100).sum())
+            if fidelity is not None:
+                scored = shifted != -100
+                for row, i in enumerate(batch):
+                    rows = logits[row, :-1][scored[row]].log_softmax(-1)
+                    fidelity.add(i, rows.cpu().double().numpy())
     if count != tokens.scored_tokens:
         raise AssertionError(f"scored {count} tokens, expected {tokens.scored_tokens}")
     return Score(total / count, count)

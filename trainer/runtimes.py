@@ -1,6 +1,6 @@
 """Scoring a model in the runtime that will serve it, in a fresh process, as a user would load it.
 
-`python -m trainer.runtimes <runtime> <model_dir> <eval.jsonl> <out.json>` loads the model
+`python -m trainer.runtimes <request.json> <out.json>` loads the model
 (transformers for BF16, GPTQModel for GPTQ and AWQ, llama.cpp for GGUF), scores the assistant
 tokens of the eval split and writes perplexity, the scored token count and greedy replies to the
 task prompts (or a few eval prompts), generated as the runtime serves them. For llama.cpp, <model_dir> is a GGUF artifact folder (one .gguf beside the HF tokenizer
@@ -18,7 +18,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from trainer.child import describe_exit, output_tail
@@ -124,6 +126,136 @@ def with_prompts(
     ]
 
 
+@dataclass
+class Extras:
+    """What a scoring child measures beside perplexity and replies.
+
+    reference: merged BF16's top-k file: the child measures its KL divergence and top-1 agreement
+    against it. write_reference: where the child saves its own top-k (the merged model's run).
+    drift_texts: generic texts whose perplexity measures drift outside the domain.
+    """
+
+    reference: str | None = None
+    write_reference: str | None = None
+    drift_texts: list[str] = field(default_factory=list)
+    drift_tokens: int = 8192
+    # The recipe's context length: the KV cache a server holds for one sequence of it.
+    context_length: int = 512
+
+
+def _fidelity(tokens: Any, extras: Extras) -> Any:
+    from trainer.evaluation.fidelity import Fidelity, TopK
+
+    if extras.reference is None and extras.write_reference is None:
+        return None
+    reference = TopK.load(Path(extras.reference)) if extras.reference else None
+    return Fidelity(tokens.scored_per_sequence(), reference)
+
+
+def _finish(fidelity: Any, extras: Extras) -> dict[str, Any] | None:
+    if fidelity is None:
+        return None
+    if extras.write_reference:
+        fidelity.top().save(Path(extras.write_reference))
+    return fidelity.summary()
+
+
+# Prompt length of the prompt-processing speed figure (batch 1).
+PROMPT_TOKENS = 128
+
+
+def _serving(
+    load_seconds: float,
+    generations: list[dict[str, Any]],
+    generation_seconds: float,
+    prompt_seconds: float,
+    kv_cache_bytes: int,
+) -> dict[str, Any]:
+    """What serving this model costs on this machine: load time, the scoring process's peak RSS,
+    prompt and generation speed at batch 1, and the KV cache of one sequence of the context length."""
+    import resource
+
+    new_tokens = sum(g["new_tokens"] for g in generations)
+    return {
+        "load_seconds": round(load_seconds, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "prompt_tokens_per_s": round(PROMPT_TOKENS / prompt_seconds, 1),
+        "generated_tokens": new_tokens,
+        "generation_tokens_per_s": round(new_tokens / generation_seconds, 1)
+        if generation_seconds > 0
+        else None,
+        "kv_cache_mib": round(kv_cache_bytes / 2**20, 2),
+    }
+
+
+def kv_cache_bytes(config: Any, context_length: int, bytes_per_value: int) -> int:
+    """Keys and values of every layer for one sequence: 2 x layers x KV heads x head dim x positions."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * context_length * bytes_per_value
+
+
+def _prompt_ids(tokens: Any) -> list[int]:
+    """PROMPT_TOKENS ids taken from the eval token set (repeated if it is short)."""
+    flat = [t for sequence in tokens.sequences for t in sequence]
+    return (flat * (PROMPT_TOKENS // max(1, len(flat)) + 1))[:PROMPT_TOKENS]
+
+
+def _transformers_prompt_seconds(model: Any, ids: list[int]) -> float:
+    """Median of three timed forward passes over the prompt at batch 1."""
+    import torch
+
+    device = next(model.parameters()).device
+    batch = torch.tensor([ids], device=device)
+    times = []
+    with torch.no_grad():
+        for _ in range(3):
+            started = time.perf_counter()
+            model(input_ids=batch)
+            times.append(time.perf_counter() - started)
+    return sorted(times)[1]
+
+
+def _llama_prompt_seconds(gguf: Path, ids: list[int], context_length: int) -> tuple[float, int]:
+    """Median of three timed prompt evaluations at batch 1, each in a fresh KV cache; and the f16 KV
+    cache (llama.cpp's default) of one sequence of `context_length`, from the GGUF's own metadata."""
+    import llama_cpp
+
+    from trainer.gguf import _default_threads
+
+    threads = _default_threads()
+    llm = llama_cpp.Llama(
+        str(gguf),
+        n_ctx=len(ids) + 8,
+        n_batch=len(ids),
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
+    times = []
+    try:
+        for _ in range(3):
+            llm.reset()
+            started = time.perf_counter()
+            llm.eval(ids)
+            times.append(time.perf_counter() - started)
+        meta = llm.metadata
+    finally:
+        llm.close()
+    arch = meta["general.architecture"]
+    heads = int(meta[f"{arch}.attention.head_count"])
+    config = SimpleNamespace(
+        num_hidden_layers=int(meta[f"{arch}.block_count"]),
+        num_attention_heads=heads,
+        num_key_value_heads=int(meta.get(f"{arch}.attention.head_count_kv", heads)),
+        hidden_size=int(meta[f"{arch}.embedding_length"]),
+        head_dim=int(meta[f"{arch}.attention.key_length"])
+        if f"{arch}.attention.key_length" in meta
+        else None,
+    )
+    return sorted(times)[1], kv_cache_bytes(config, context_length, 2)
+
+
 def score(
     runtime: str,
     model_dir: Path,
@@ -132,34 +264,57 @@ def score(
     max_new_tokens: int,
     tokenizer_dir: Path | None = None,
     prompts: Sequence[Sequence[Mapping[str, str]]] | None = None,
+    extras: Extras | None = None,
 ) -> dict[str, Any]:
     """Perplexity on the eval split, and greedy replies to `prompts` (the task rows; by default the
-    first `samples` eval conversations) generated the way the runtime serves the model.
+    first `samples` eval conversations) generated the way the runtime serves the model; with
+    `extras`, fidelity to the reference, broad-drift perplexity and serving figures too.
 
     tokenizer_dir: where the run's tokenizer and chat template live, when model_dir has another (the base).
     """
     from transformers import AutoTokenizer
 
-    from trainer.perplexity import eval_tokens, score_transformers
+    from trainer.perplexity import eval_tokens, score_transformers, text_tokens
 
+    extras = extras or Extras()
     chat = list(prompts) if prompts is not None else sample_prompts(eval_jsonl, samples)
     if runtime == "llama.cpp":
-        return score_llama_cpp(model_dir, eval_jsonl, samples, max_new_tokens, tokenizer_dir, chat)
+        return score_llama_cpp(model_dir, eval_jsonl, samples, max_new_tokens, tokenizer_dir, chat, extras)
     started = time.time()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or model_dir)
     tokens = eval_tokens(eval_jsonl, tokenizer)
+    loading = time.time()
     model = load(runtime, model_dir)
-    result = score_transformers(model, tokens)
+    load_seconds = time.time() - loading
+    fidelity = _fidelity(tokens, extras)
+    result = score_transformers(model, tokens, fidelity=fidelity)
+    drift = (
+        score_transformers(model, text_tokens(extras.drift_texts, tokenizer, extras.drift_tokens))
+        if extras.drift_texts
+        else None
+    )
     generated_at = time.time()
     generations = generate(model, tokenizer, chat, max_new_tokens) if chat else []
+    generation_seconds = time.time() - generated_at
     return {
         "runtime": runtime,
         "nll": result.nll,
         "perplexity": result.perplexity,
         "tokens": result.tokens,
+        "fidelity": _finish(fidelity, extras),
+        "drift": None if drift is None else {"perplexity": drift.perplexity, "tokens": drift.tokens},
+        "serving": _serving(
+            load_seconds,
+            generations,
+            generation_seconds,
+            _transformers_prompt_seconds(model, _prompt_ids(tokens)),
+            kv_cache_bytes(
+                model.config, extras.context_length, model.get_input_embeddings().weight.element_size()
+            ),
+        ),
         "replies": with_prompts(chat, generations, samples),
         "generations": generations,
-        "generation_seconds": round(time.time() - generated_at, 2),
+        "generation_seconds": round(generation_seconds, 2),
         "seconds": round(time.time() - started, 2),
     }
 
@@ -171,6 +326,7 @@ def score_llama_cpp(
     max_new_tokens: int,
     tokenizer_dir: Path | None,
     prompts: Sequence[Sequence[Mapping[str, str]]],
+    extras: Extras,
 ) -> dict[str, Any]:
     """A GGUF scored by llama.cpp on the eval token ids built by the HF tokenizer files beside it
     (or in `tokenizer_dir` when that is a folder); the replies go through llama.cpp's chat path,
@@ -178,25 +334,55 @@ def score_llama_cpp(
     from transformers import AutoTokenizer
 
     from trainer.gguf import chat_replies, gguf_file, score_gguf
-    from trainer.perplexity import eval_tokens
+    from trainer.perplexity import eval_tokens, text_tokens
 
     started = time.time()
     gguf = gguf_file(model_path)
     source = tokenizer_dir if tokenizer_dir is not None and tokenizer_dir.is_dir() else gguf.parent
-    tokens = eval_tokens(eval_jsonl, AutoTokenizer.from_pretrained(source))
-    result = score_gguf(gguf, tokens)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokens = eval_tokens(eval_jsonl, tokenizer)
+    fidelity = _fidelity(tokens, extras)
+    loading = time.time()
+    result = score_gguf(gguf, tokens, fidelity=fidelity)
+    scoring_seconds = time.time() - loading
+    drift = (
+        score_gguf(gguf, text_tokens(extras.drift_texts, tokenizer, extras.drift_tokens))
+        if extras.drift_texts
+        else None
+    )
     generated_at = time.time()
     generations = chat_replies(gguf, prompts, max_new_tokens) if prompts else []
+    generation_seconds = time.time() - generated_at
     return {
         "runtime": "llama.cpp",
         "nll": result.nll,
         "perplexity": result.perplexity,
         "tokens": result.tokens,
+        "fidelity": _finish(fidelity, extras),
+        "drift": None if drift is None else {"perplexity": drift.perplexity, "tokens": drift.tokens},
+        # llama.cpp loads inside each scoring pass: the load time is bounded by the first pass's.
+        "serving": _serving(
+            min(scoring_seconds, _llama_load_seconds(gguf)),
+            generations,
+            generation_seconds,
+            *_llama_prompt_seconds(gguf, _prompt_ids(tokens), extras.context_length),
+        ),
         "replies": generations[:samples],
         "generations": generations,
-        "generation_seconds": round(time.time() - generated_at, 2),
+        "generation_seconds": round(generation_seconds, 2),
         "seconds": round(time.time() - started, 2),
     }
+
+
+def _llama_load_seconds(gguf: Path) -> float:
+    """Seconds llama.cpp takes to load the GGUF with a default context."""
+    import llama_cpp
+
+    started = time.time()
+    llm = llama_cpp.Llama(str(gguf), n_ctx=0, verbose=False)
+    seconds = time.time() - started
+    llm.close()
+    return seconds
 
 
 def score_in_fresh_process(
@@ -207,29 +393,26 @@ def score_in_fresh_process(
     max_new_tokens: int = 48,
     tokenizer_dir: Path | None = None,
     prompts: Sequence[Sequence[Mapping[str, str]]] | None = None,
+    extras: Extras | None = None,
 ) -> dict[str, Any]:
     # Private files: never beside the model (the base may be read-only, or scored by a concurrent job).
     handle, name = tempfile.mkstemp(prefix="trainer-score-", suffix=".json")
     os.close(handle)
     out = Path(name)
     out.unlink()
-    prompts_file = out.with_suffix(".prompts.json")
-    prompts_file.write_text(
-        json.dumps(None if prompts is None else [list(p) for p in prompts], ensure_ascii=False)
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "trainer.runtimes",
-        runtime,
-        str(model_dir),
-        str(eval_jsonl),
-        str(out),
-        str(samples),
-        str(max_new_tokens),
-        str(tokenizer_dir or model_dir),
-        str(prompts_file),
-    ]
+    request_file = out.with_suffix(".request.json")
+    request = {
+        "runtime": runtime,
+        "model_dir": str(model_dir),
+        "eval_jsonl": str(eval_jsonl),
+        "samples": samples,
+        "max_new_tokens": max_new_tokens,
+        "tokenizer_dir": str(tokenizer_dir or model_dir),
+        "prompts": None if prompts is None else [list(p) for p in prompts],
+        "extras": asdict(extras or Extras()),
+    }
+    request_file.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
+    command = [sys.executable, "-m", "trainer.runtimes", str(request_file), str(out)]
     try:
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not out.exists():
@@ -242,18 +425,24 @@ def score_in_fresh_process(
         return json.loads(out.read_text())
     finally:
         out.unlink(missing_ok=True)
-        prompts_file.unlink(missing_ok=True)
+        request_file.unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> None:
-    runtime, model_dir, eval_jsonl, out = argv[:4]
-    samples, max_new_tokens = (int(argv[4]), int(argv[5])) if len(argv) > 5 else (3, 48)
-    tokenizer_dir = Path(argv[6]) if len(argv) > 6 else None
-    prompts = json.loads(Path(argv[7]).read_text(encoding="utf-8")) if len(argv) > 7 else None
-    if runtime not in RUNTIMES:
-        raise SystemExit(f"unknown runtime {runtime!r}; one of {RUNTIMES}")
+    """`python -m trainer.runtimes REQUEST.json OUT.json`: the request `score_in_fresh_process` writes."""
+    request_file, out = argv
+    request = json.loads(Path(request_file).read_text(encoding="utf-8"))
+    if request["runtime"] not in RUNTIMES:
+        raise SystemExit(f"unknown runtime {request['runtime']!r}; one of {RUNTIMES}")
     scored = score(
-        runtime, Path(model_dir), Path(eval_jsonl), samples, max_new_tokens, tokenizer_dir, prompts
+        request["runtime"],
+        Path(request["model_dir"]),
+        Path(request["eval_jsonl"]),
+        request["samples"],
+        request["max_new_tokens"],
+        Path(request["tokenizer_dir"]),
+        request["prompts"],
+        Extras(**request["extras"]),
     )
     Path(out).write_text(json.dumps(scored, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -30,19 +30,54 @@ JOB_FILE = "sweep_job.json"
 SUMMARY = "sweep_summary"
 
 
-def key_metric(report: dict[str, Any], name: str = "best_quantized") -> float | None:
-    """The perplexity `eval.key_metric` names (lower is better); None when it was not measured.
+# Figures `eval.key_metric` can rank by (`MODEL:FIGURE`), read from a report's artifact, and
+# whether higher is better.
+FIGURES: dict[str, tuple[tuple[str, ...], bool]] = {
+    "perplexity": (("perplexity",), False),
+    "delta_pct": (("delta_pct",), False),
+    "mean_kld": (("fidelity", "mean_kld"), False),
+    "top1_agreement": (("fidelity", "top1_agreement"), True),
+    "task_score": (("task", "score"), True),
+    "self_ended": (("task", "self_ended"), True),
+    "drift_perplexity": (("drift", "perplexity"), False),
+}
 
-    `best_quantized` is the lowest perplexity among the quantized artifacts; any other name is
-    an artifact's (`merged`, `base`, `gptq-w4g128`, ...).
+
+def split_metric(name: str) -> tuple[str, str]:
+    """`MODEL[:FIGURE]` as (model, figure); the figure defaults to perplexity."""
+    model, _, figure = name.partition(":")
+    return model, figure or "perplexity"
+
+
+def higher_is_better(name: str) -> bool:
+    return FIGURES.get(split_metric(name)[1], ((), False))[1]
+
+
+def _figure(artifact: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = artifact
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def key_metric(report: dict[str, Any], name: str = "best_quantized") -> float | None:
+    """The figure `eval.key_metric` names; None when it was not measured.
+
+    `MODEL[:FIGURE]`: MODEL is `best_quantized` (the best quantized artifact on that figure),
+    `merged`, `base` or an artifact's name; FIGURE one of FIGURES (default perplexity). Lower is
+    better except for top-1 agreement, task score and self-ended share.
     """
+    model, figure = split_metric(name)
+    path, higher = FIGURES[figure]
     artifacts = report.get("artifacts", [])
-    if name == "best_quantized":
-        values = [a.get("perplexity") for a in artifacts if a.get("name") not in ("base", "merged")]
+    if model == "best_quantized":
+        values = [_figure(a, path) for a in artifacts if a.get("name") not in ("base", "merged")]
     else:
-        values = [a.get("perplexity") for a in artifacts if a.get("name") == name]
+        values = [_figure(a, path) for a in artifacts if a.get("name") == model]
     numbers = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    return min(numbers) if numbers else None
+    if not numbers:
+        return None
+    return max(numbers) if higher else min(numbers)
 
 
 def read_report(run_dir: Path) -> dict[str, Any]:
@@ -78,6 +113,8 @@ def job_row(config: DictConfig, status: str, error: str | None = None, seconds: 
             "perplexity": a.get("perplexity"),
             "delta_pct": a.get("delta_pct"),
             "passed_gate": a.get("passed_gate"),
+            "task_score": _figure(a, ("task", "score")),
+            "mean_kld": _figure(a, ("fidelity", "mean_kld")),
         }
         for a in report.get("artifacts", [])
     }
@@ -102,7 +139,10 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
             rows.append(json.loads(path.read_text()))
         except json.JSONDecodeError:
             log.warning("unreadable sweep row %s", path)
-    rows.sort(key=lambda r: (r["value"] is None, r["value"] if r["value"] is not None else 0.0, r["job"]))
+    sign = -1.0 if rows and higher_is_better(rows[0]["metric"]) else 1.0
+    rows.sort(
+        key=lambda r: (r["value"] is None, sign * r["value"] if r["value"] is not None else 0.0, r["job"])
+    )
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank if row["value"] is not None else None
     return rows
@@ -132,8 +172,9 @@ def flat_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     names = _artifact_names(rows)
     shared = set(common_overrides(rows))
     metric = rows[0]["metric"] if rows else "best_quantized"
-    columns = ["rank", "job", "overrides", "status", f"{metric} ppl", "seconds"]
+    columns = ["rank", "job", "overrides", "status", metric, "seconds"]
     columns += [f"{n} ppl" for n in names] + [f"{n} Δ%" for n in names if n not in ("base", "merged")]
+    columns += [f"{n} task" for n in names]
     table = []
     for row in rows:
         cells = [
@@ -141,7 +182,7 @@ def flat_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
             str(row["job"]),
             " ".join(o for o in row["overrides"] if o not in shared),
             row["status"] + (f" ({row['error']})" if row.get("error") else ""),
-            _number(row["value"], ".3f"),
+            _number(row["value"], ".3f" if split_metric(metric)[1] != "mean_kld" else ".4g"),
             _number(row["seconds"], ".0f"),
         ]
         cells += [_number(row["artifacts"].get(n, {}).get("perplexity"), ".3f") for n in names]
@@ -150,6 +191,7 @@ def flat_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
             for n in names
             if n not in ("base", "merged")
         ]
+        cells += [_number(row["artifacts"].get(n, {}).get("task_score"), ".3f") for n in names]
         table.append(cells)
     return columns, table
 
@@ -165,12 +207,12 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
         metric = rows[0]["metric"] if rows else "best_quantized"
         cells = [tuple(c.replace("|", "\\|") for c in row) for row in table]
         numeric = frozenset(
-            c for c in columns if c.endswith(("ppl", "Δ%")) or c in ("rank", "job", "seconds")
+            c for c in columns if c.endswith(("ppl", "Δ%", "task")) or c in ("rank", "job", "seconds", metric)
         )
         markdown = (
             f"# Sweep {sweep_dir}\n\n{len(rows)} jobs: {done} completed, {failed} failed, "
-            f"{len(rows) - done - failed} running or unfinished. Ranked by `{metric}` perplexity "
-            "(eval.key_metric; lower is better)."
+            f"{len(rows) - done - failed} running or unfinished. Ranked by `{metric}` "
+            f"(eval.key_metric; {'higher' if higher_is_better(metric) else 'lower'} is better)."
         )
         shared = common_overrides(rows)
         if shared:

@@ -1,24 +1,31 @@
-"""The evaluate stage: one metric for every model of the run, each in the runtime that will serve it.
+"""The evaluate stage: every model of the run judged in the runtime that will serve it.
 
 Base, merged and every quantized artifact are scored on the assistant tokens of the eval
 split, each loaded in a fresh process by its own runtime, over the identical token set
-(the counts must agree). An artifact whose perplexity grew past `eval.max_delta_pct`
-against the merged BF16 model fails the quality gate. A model whose runtime crashes or fails
-is recorded with the reason and fails the gate; the others are still scored and reported.
+(the counts must agree): perplexity, KL divergence and top-1 agreement against merged BF16
+(merged is scored first and leaves its top-k as the reference), the task score, perplexity on
+generic text, and serving figures. An artifact ships when it passes every gate of `eval.gates`
+(trainer/evaluation/gates.py); the best one per serving target is recommended. A model whose
+runtime crashes or fails is recorded with the reason and fails the gate; the others are still
+scored and reported.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from trainer.config import QuantFormat, Stage
+from trainer.evaluation import gates
+from trainer.evaluation.drift import drift_texts
 from trainer.evaluation.tasks import TaskRow, load_rows
 from trainer.evaluation.tasks import score as score_tasks
 from trainer.pipeline import StageContext
-from trainer.runtimes import ScoringFailed, score_in_fresh_process
+from trainer.runtimes import Extras, ScoringFailed, score_in_fresh_process
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +63,17 @@ def artifact_models(ctx: StageContext) -> list[dict[str, Any]]:
 
 
 # The figures of a model whose scoring failed.
-UNSCORED = {"nll": None, "perplexity": None, "tokens": None, "replies": [], "seconds": None, "task": None}
-
-
-def gate(delta_pct: float | None, max_delta_pct: float) -> bool | None:
-    return None if delta_pct is None else delta_pct <= max_delta_pct
+UNSCORED = {
+    "nll": None,
+    "perplexity": None,
+    "tokens": None,
+    "replies": [],
+    "seconds": None,
+    "task": None,
+    "fidelity": None,
+    "drift": None,
+    "serving": None,
+}
 
 
 def write_replies(
@@ -80,42 +93,78 @@ def run(ctx: StageContext) -> dict[str, Any]:
     tokenizer_dir = ctx.stage_dir(Stage.merge) / "model"
     tasks_cfg = cfg.eval.tasks
     rows = load_rows(Path(tasks_cfg.path), tasks_cfg.limit, tasks_cfg.scorers) if tasks_cfg.path else []
-    results: list[dict[str, Any]] = []
-    for model in artifact_models(ctx):
-        log.info("scoring %s with %s", model["name"], model["runtime"])
-        record = {**model, "dir": str(model["dir"]), "size_bytes": dir_size(Path(model["dir"]))}
-        try:
-            scored = score_in_fresh_process(
-                model["runtime"],
-                model["dir"],
-                eval_jsonl,
-                samples=cfg.eval.generate_samples,
-                max_new_tokens=tasks_cfg.max_new_tokens if rows else cfg.eval.max_new_tokens,
-                tokenizer_dir=tokenizer_dir,
-                prompts=[list(r.messages) for r in rows] if rows else None,
+    texts = drift_texts(cfg.eval.drift.path) if cfg.eval.drift.tokens > 0 else []
+    models = artifact_models(ctx)
+    # Merged first: its top-k distributions are the reference every other model is measured against.
+    scoring_order = sorted(models, key=lambda m: m["name"] != "merged")
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="trainer-reference-") as scratch:
+        reference = Path(scratch) / "merged-topk.npz"
+        for model in scoring_order:
+            results[model["name"]] = score_model(
+                ctx, model, rows, eval_jsonl, tokenizer_dir, texts, reference
             )
-        except ScoringFailed as exc:
-            log.error("%s", exc)
-            ctx.console.print(
-                f"[red]{model['name']}: {exc.reason}[/red] (recorded as failed; scoring the rest)"
-            )
-            results.append({**record, **UNSCORED, "error": exc.reason, "error_output": exc.tail})
-            continue
-        generations = scored.pop("generations")
-        if rows:
-            task = score_tasks(rows, generations)
-            write_replies(ctx.out_dir / "replies" / f"{model['name']}.jsonl", rows, generations, task)
-            scored["task"] = {k: v for k, v in task.items() if k != "rows"}
-            log.info(
-                "%s: task score %.3f (%d/%d checks), self-ended %.0f%%",
-                model["name"],
-                task["score"],
-                task["passed"],
-                task["checks"],
-                100 * task["self_ended"],
-            )
-        results.append({**record, **scored, "error": None})
-        log.info("%s: perplexity %.3f over %d tokens", model["name"], scored["perplexity"], scored["tokens"])
+    ordered = [results[m["name"]] for m in models]
+    return finish(ctx, ordered, len(rows))
+
+
+def score_model(
+    ctx: StageContext,
+    model: dict[str, Any],
+    rows: list[TaskRow],
+    eval_jsonl: Path,
+    tokenizer_dir: Path,
+    texts: list[str],
+    reference: Path,
+) -> dict[str, Any]:
+    """One model scored in a fresh process of its runtime, its replies written and task-scored."""
+    cfg = ctx.cfg
+    tasks_cfg = cfg.eval.tasks
+    is_merged = model["name"] == "merged"
+    log.info("scoring %s with %s", model["name"], model["runtime"])
+    record = {**model, "dir": str(model["dir"]), "size_bytes": dir_size(Path(model["dir"]))}
+    extras = Extras(
+        reference=None if is_merged or not reference.exists() else str(reference),
+        write_reference=str(reference) if is_merged else None,
+        drift_texts=texts,
+        drift_tokens=cfg.eval.drift.tokens,
+        context_length=cfg.data.max_length,
+    )
+    try:
+        scored = score_in_fresh_process(
+            model["runtime"],
+            model["dir"],
+            eval_jsonl,
+            samples=cfg.eval.generate_samples,
+            max_new_tokens=tasks_cfg.max_new_tokens if rows else cfg.eval.max_new_tokens,
+            tokenizer_dir=tokenizer_dir,
+            prompts=[list(r.messages) for r in rows] if rows else None,
+            extras=extras,
+        )
+    except ScoringFailed as exc:
+        log.error("%s", exc)
+        ctx.console.print(f"[red]{model['name']}: {exc.reason}[/red] (recorded as failed; scoring the rest)")
+        return {**record, **UNSCORED, "error": exc.reason, "error_output": exc.tail}
+    generations = scored.pop("generations")
+    if rows:
+        task = score_tasks(rows, generations)
+        write_replies(ctx.out_dir / "replies" / f"{model['name']}.jsonl", rows, generations, task)
+        scored["task"] = {k: v for k, v in task.items() if k != "rows"}
+        log.info(
+            "%s: task score %.3f (%d/%d checks), self-ended %.0f%%",
+            model["name"],
+            task["score"],
+            task["passed"],
+            task["checks"],
+            100 * task["self_ended"],
+        )
+    log.info("%s: perplexity %.3f over %d tokens", model["name"], scored["perplexity"], scored["tokens"])
+    return {**record, **scored, "error": None}
+
+
+def finish(ctx: StageContext, results: list[dict[str, Any]], task_rows: int) -> dict[str, Any]:
+    """Deltas against merged, every gate's verdict, the recommendation; results.json and the summary."""
+    cfg = ctx.cfg
     counts = {r["name"]: r["tokens"] for r in results if r["error"] is None}
     if len(set(counts.values())) > 1:
         raise AssertionError(f"runtimes scored different token sets: {counts}")
@@ -128,32 +177,40 @@ def run(ctx: StageContext) -> dict[str, Any]:
             result["delta_pct"] = None
         if quantized and result["error"] is None and merged["error"] is not None:
             result["error"] = "no reference: merged BF16 could not be scored"
+        verdicts = gates.judge(result, merged, cfg.eval.gates) if result["error"] is None else []
+        result["gates"] = gates.as_records(verdicts)
+        result["gate_failures"] = gates.failures(verdicts)
         result["passed_gate"] = (
-            (result["error"] is None and gate(result["delta_pct"], cfg.eval.max_delta_pct))
-            if quantized
-            else None
+            (result["error"] is None and not result["gate_failures"]) if quantized else None
         )
     failed = [r["name"] for r in results if r["passed_gate"] is False]
     reasons = {
-        r["name"]: r["error"]
-        or f"perplexity {r['delta_pct']:+.2f}% against merged BF16 (max {cfg.eval.max_delta_pct}%)"
-        for r in results
-        if r["passed_gate"] is False
+        r["name"]: r["error"] or "; ".join(r["gate_failures"]) for r in results if r["passed_gate"] is False
     }
+    recommendation = gates.recommend(results)
     merged_ppl = merged["perplexity"]
     payload = {
         "metric": "perplexity on the assistant tokens of the eval split",
         "tokens": next(iter(counts.values()), None),
-        "max_delta_pct": cfg.eval.max_delta_pct,
+        "gates": asdict(cfg.eval.gates),
         "gate": cfg.eval.gate.value,
         "failed": failed,
         "reasons": reasons,
-        "task_rows": len(rows),
+        "recommendation": recommendation,
+        "task_rows": task_rows,
         "results": results,
     }
     (ctx.out_dir / "results.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     for name, reason in reasons.items():
         log.warning("quality gate: %s failed: %s", name, reason)
+    for pick in recommendation:
+        line = (
+            f"{pick['target']}: {pick['artifact']} ({pick['reason']})"
+            if pick["artifact"]
+            else f"{pick['target']}: none ({pick['reason']})"
+        )
+        log.info("recommended for %s", line)
+        ctx.console.print(f"[bold]recommended[/bold] for {line}")
     return {
         "tokens": payload["tokens"],
         "failed_gate": len(failed),

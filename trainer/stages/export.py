@@ -205,6 +205,43 @@ def _cell(text: str) -> str:
     return " ".join(text.replace("|", "\\|").split()) or "(empty)"
 
 
+def gates_markdown(report: dict[str, Any]) -> str:
+    """Every gate's figure, threshold and verdict per model, then the recommendation per serving target."""
+    artifacts = [a for a in report["artifacts"] if a.get("gates")]
+    if not artifacts:
+        return ""
+    names = [a["name"] for a in artifacts]
+    rows = []
+    for index, first in enumerate(artifacts[0]["gates"]):
+        threshold = first["threshold"]
+        bound = (
+            "off" if threshold is None else f"{'≤' if first['key'].startswith('max_') else '≥'} {threshold:g}"
+        )
+        cells = []
+        for a in artifacts:
+            verdict = a["gates"][index]
+            figure = "" if verdict["figure"] is None else f"{verdict['figure']:.4g}"
+            mark = {True: " ✓", False: " ✗", None: ""}[
+                verdict["passed"] if a["name"] not in ("base", "merged") else None
+            ]
+            cells.append(figure + mark)
+        rows.append((first["gate"], bound, *cells))
+    out = "## Gates (against merged BF16, each model in its own runtime)\n\n"
+    out += markdown_table(["gate", "threshold", *names], rows, frozenset(names)) + "\n\n"
+    out += "## Recommendation\n\n"
+    for pick in report["recommendation"]:
+        if pick["artifact"]:
+            out += f"- **{pick['target']}**: `{pick['artifact']}`: {pick['reason']}.\n"
+        else:
+            stopped = "; ".join(f"`{name}`: {why}" for name, why in pick["stopped"].items())
+            out += (
+                f"- **{pick['target']}**: none, {pick['reason']}"
+                + (f" ({stopped})" if stopped else "")
+                + ".\n"
+            )
+    return out + "\n"
+
+
 def failures_markdown(artifacts: list[dict[str, Any]]) -> str:
     """Why a model has no figures: its runtime crashed or failed while scoring it."""
     failed = [a for a in artifacts if a.get("error")]
@@ -279,10 +316,21 @@ def report_png(report: dict[str, Any], loss_curve: list[dict[str, float]], path:
     axes[0].bar(names, [a["perplexity"] or 0 for a in artifacts], color=colors)
     axes[0].set_title("eval perplexity (assistant tokens)")
     axes[0].set_yscale("log")
-    axes[1].bar(names, [a["size_bytes"] / 1e6 for a in artifacts], color="tab:gray")
-    axes[1].set_title("size (MB)")
-    for ax in axes[:2]:
-        ax.tick_params(axis="x", rotation=30)
+    axes[0].tick_params(axis="x", rotation=30)
+    # Quality against size: each artifact's KL divergence from merged BF16 (lower is closer).
+    measured = [a for a in artifacts if (a.get("fidelity") or {}).get("mean_kld") is not None]
+    measured = [a for a in measured if a["name"] != "base"]
+    for a in measured:
+        x, y = a["size_bytes"] / 1e6, max(a["fidelity"]["mean_kld"], 1e-6)
+        axes[1].scatter(x, y, color="tab:red" if a["passed_gate"] is False else "tab:blue")
+        axes[1].annotate(a["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    threshold = report["gate"]["thresholds"].get("max_mean_kld")
+    if threshold is not None and measured:
+        axes[1].axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label="gate")
+        axes[1].legend(loc="upper right")
+    axes[1].set_yscale("log")
+    axes[1].set_title("quality vs size: mean KLD from merged (red: failed a gate)")
+    axes[1].set_xlabel("size (MB)")
     if loss_curve:
         axes[2].plot([p["step"] for p in loss_curve], [p["loss"] for p in loss_curve])
     axes[2].set_title("training loss")
@@ -330,6 +378,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 "tokens": result["tokens"],
                 "replies": result["replies"],
                 "task": result.get("task"),
+                "fidelity": result.get("fidelity"),
+                "drift": result.get("drift"),
+                "serving": result.get("serving"),
+                "gates": result.get("gates", []),
+                "gate_failures": result.get("gate_failures", []),
                 "settings": settings,
                 "error": result.get("error"),
             }
@@ -359,10 +412,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "tasks": {"path": cfg.eval.tasks.path, "rows": evaluated.get("task_rows", 0)},
         "gate": {
             "mode": evaluated["gate"],
-            "max_delta_pct": evaluated["max_delta_pct"],
+            "thresholds": evaluated["gates"],
             "failed": evaluated["failed"],
             "reasons": evaluated.get("reasons", {}),
         },
+        "recommendation": evaluated["recommendation"],
         "artifacts": artifacts,
     }
     for artifact in artifacts:
@@ -378,7 +432,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         f"# Run report: {cfg.name}\n\nBase `{cfg.model.name_or_path}`; merge base {merge_info['base']}; "
         f"calibration {report['calibration']['source']} ({report['calibration']['samples']} samples, "
         f"{report['calibration']['tokens']} tokens); {evaluated['tokens']} eval tokens scored per model.\n\n"
-        f"{table_markdown(artifacts)}\n\n{failures_markdown(artifacts)}{tasks_markdown(artifacts)}"
+        f"{table_markdown(artifacts)}\n\n{failures_markdown(artifacts)}{gates_markdown(report)}"
+        f"{tasks_markdown(artifacts)}"
         "![report](report.png)\n",
         encoding="utf-8",
     )
