@@ -107,9 +107,9 @@ def test_every_artifact_is_gated_on_fidelity_drift_and_serving_and_one_is_recomm
         assert gates["max_drift_delta_pct"]["figure"] == pytest.approx(
             (artifact["drift"]["perplexity"] / merged["drift"]["perplexity"] - 1) * 100
         )
-        assert (
-            artifact["serving"]["peak_rss_mib"] > 100 and artifact["serving"]["generation_tokens_per_s"] > 0
-        )
+        serving = artifact["serving"]
+        assert serving["peak_rss_mib"] > 100 and serving["generation_tokens_per_s"] > 0
+        assert serving["prompt_tokens_per_s"] > 0 and serving["kv_cache_mib"] > 0
     base = report["artifacts"][0]
     assert base["fidelity"]["mean_kld"] > max(a["fidelity"]["mean_kld"] for a in report["artifacts"][2:])
     recommended = {r["target"]: r["artifact"] for r in report["recommendation"]}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -98,12 +97,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # Merged first: its top-k distributions are the reference every other model is measured against.
     scoring_order = sorted(models, key=lambda m: m["name"] != "merged")
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="trainer-reference-") as scratch:
-        reference = Path(scratch) / "merged-topk.npz"
-        for model in scoring_order:
-            results[model["name"]] = score_model(
-                ctx, model, rows, eval_jsonl, tokenizer_dir, texts, reference
-            )
+    # In the stage's partial folder, so a killed run leaves nothing behind outside it.
+    reference = ctx.out_dir / ".merged-topk.npz"
+    for model in scoring_order:
+        results[model["name"]] = score_model(ctx, model, rows, eval_jsonl, tokenizer_dir, texts, reference)
+    reference.unlink(missing_ok=True)
     ordered = [results[m["name"]] for m in models]
     return finish(ctx, ordered, len(rows))
 
