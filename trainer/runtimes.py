@@ -216,14 +216,15 @@ def _transformers_prompt_seconds(model: Any, ids: list[int]) -> float:
     return sorted(times)[1]
 
 
-def _llama_prompt_seconds(gguf: Path, ids: list[int], context_length: int) -> tuple[float, int]:
-    """Median of three timed prompt evaluations at batch 1, each in a fresh KV cache; and the f16 KV
-    cache (llama.cpp's default) of one sequence of `context_length`, from the GGUF's own metadata."""
+def _llama_serving_figures(gguf: Path, ids: list[int], context_length: int) -> tuple[float, float, int]:
+    """(load seconds, median of three timed prompt evaluations at batch 1 each in a fresh KV cache,
+    the f16 KV cache (llama.cpp's default) of one sequence of `context_length` from the GGUF's metadata)."""
     import llama_cpp
 
     from trainer.gguf import _default_threads
 
     threads = _default_threads()
+    loading = time.perf_counter()
     llm = llama_cpp.Llama(
         str(gguf),
         n_ctx=len(ids) + 8,
@@ -232,6 +233,7 @@ def _llama_prompt_seconds(gguf: Path, ids: list[int], context_length: int) -> tu
         n_threads_batch=threads,
         verbose=False,
     )
+    load_seconds = time.perf_counter() - loading
     times = []
     try:
         for _ in range(3):
@@ -253,7 +255,7 @@ def _llama_prompt_seconds(gguf: Path, ids: list[int], context_length: int) -> tu
         if f"{arch}.attention.key_length" in meta
         else None,
     )
-    return sorted(times)[1], kv_cache_bytes(config, context_length, 2)
+    return load_seconds, sorted(times)[1], kv_cache_bytes(config, context_length, 2)
 
 
 def score(
@@ -342,9 +344,7 @@ def score_llama_cpp(
     tokenizer = AutoTokenizer.from_pretrained(source)
     tokens = eval_tokens(eval_jsonl, tokenizer)
     fidelity = _fidelity(tokens, extras)
-    loading = time.time()
     result = score_gguf(gguf, tokens, fidelity=fidelity)
-    scoring_seconds = time.time() - loading
     drift = (
         score_gguf(gguf, text_tokens(extras.drift_texts, tokenizer, extras.drift_tokens))
         if extras.drift_texts
@@ -353,6 +353,9 @@ def score_llama_cpp(
     generated_at = time.time()
     generations = chat_replies(gguf, prompts, max_new_tokens) if prompts else []
     generation_seconds = time.time() - generated_at
+    load_seconds, prompt_seconds, kv_bytes = _llama_serving_figures(
+        gguf, _prompt_ids(tokens), extras.context_length
+    )
     return {
         "runtime": "llama.cpp",
         "nll": result.nll,
@@ -360,29 +363,12 @@ def score_llama_cpp(
         "tokens": result.tokens,
         "fidelity": _finish(fidelity, extras),
         "drift": None if drift is None else {"perplexity": drift.perplexity, "tokens": drift.tokens},
-        # llama.cpp loads inside each scoring pass: the load time is bounded by the first pass's.
-        "serving": _serving(
-            min(scoring_seconds, _llama_load_seconds(gguf)),
-            generations,
-            generation_seconds,
-            *_llama_prompt_seconds(gguf, _prompt_ids(tokens), extras.context_length),
-        ),
+        "serving": _serving(load_seconds, generations, generation_seconds, prompt_seconds, kv_bytes),
         "replies": generations[:samples],
         "generations": generations,
         "generation_seconds": round(generation_seconds, 2),
         "seconds": round(time.time() - started, 2),
     }
-
-
-def _llama_load_seconds(gguf: Path) -> float:
-    """Seconds llama.cpp takes to load the GGUF with a default context."""
-    import llama_cpp
-
-    started = time.time()
-    llm = llama_cpp.Llama(str(gguf), n_ctx=0, verbose=False)
-    seconds = time.time() - started
-    llm.close()
-    return seconds
 
 
 def score_in_fresh_process(
