@@ -44,6 +44,9 @@ def test_bad_rows_stop_the_run_naming_file_and_line(tmp_path: Path) -> None:
     )
     assert "Traceback" not in result.stdout + result.stderr
     assert not (run_dir / "data").exists()
+    # The run's log holds the reason it stopped, not only the console.
+    logged = (run_dir / "trainer.log").read_text(encoding="utf-8")
+    assert "[ERROR] stopped: " in logged and f"{data}:2: messages[0]: the last message" in logged
 
 
 def test_config_error_exits_2_before_any_stage(tmp_path: Path) -> None:

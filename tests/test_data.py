@@ -193,9 +193,16 @@ def test_missing_file_and_unsupported_type(tmp_path: Path) -> None:
 
 
 def test_explicit_format_requires_its_fields(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "d.jsonl", [{"messages": CHAT}])
+    path = write_jsonl(tmp_path / "d.jsonl", [{"instruction": "Résume."}, {"other": 1}])
     _, problems = load_conversations(str(path), DataFormat.alpaca, "x")
-    assert [(p.kind, p.field) for p in problems] == [("missing_field", "instruction")]
+    assert [(p.kind, p.field) for p in problems] == [
+        ("missing_field", "output"),
+        ("missing_field", "instruction"),
+    ]
+    with pytest.raises(DataValidationError, match="the rows look like messages"):
+        load_conversations(
+            str(write_jsonl(tmp_path / "m.jsonl", [{"messages": CHAT}])), DataFormat.alpaca, "x"
+        )
 
 
 # ------------------------------------------------------------------ the stage
@@ -282,6 +289,25 @@ def test_split_is_deterministic_order_independent_and_seeded(tmp_path: Path) -> 
     assert eval_set(a, "data.split_seed=1") != first
 
 
+def test_eval_size_samples_a_separate_eval_file_the_same_whatever_its_order(tmp_path: Path) -> None:
+    train = write_jsonl(tmp_path / "t.jsonl", _many(20))
+    rows = [{"messages": [{"role": "user", "content": f"Autre {i} ?"}, CHAT[2]]} for i in range(50)]
+    forward = write_jsonl(tmp_path / "e.jsonl", rows)
+    backward = write_jsonl(tmp_path / "r.jsonl", list(reversed(rows)))
+
+    def eval_set(path: Path, *extra: str) -> list[str]:
+        overrides = [f"data.path={train}", f"data.eval_path={path}", "data.calibration.samples=4", *extra]
+        summary, out = run_stage(tmp_path, overrides)
+        assert summary["train"] == 20
+        return sorted(json.dumps(r["messages"]) for r in read_jsonl(out / "eval.jsonl"))
+
+    sample = eval_set(forward, "data.eval_size=7")
+    assert len(sample) == 7
+    assert eval_set(backward, "data.eval_size=7") == sample
+    assert len(eval_set(forward)) == 50
+    assert len(eval_set(forward, "data.eval_size=500")) == 50  # more than the file holds: all of it
+
+
 def test_duplicate_of_an_eval_row_is_removed_from_train(tmp_path: Path) -> None:
     train = write_jsonl(tmp_path / "t.jsonl", [*_many(10), {"messages": CHAT}])
     evals = write_jsonl(tmp_path / "e.jsonl", [{"messages": CHAT}])
@@ -342,3 +368,34 @@ def test_calibration_token_cap(tmp_path: Path) -> None:
 def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TrainerError, match=r"data.path: data file .*nope.jsonl does not exist"):
         run_stage(tmp_path, [f"data.path={tmp_path / 'nope.jsonl'}"])
+
+
+SHAREGPT_ROW = {
+    "conversations": [
+        {"from": "human", "value": "Où est ma commande ?"},
+        {"from": "gpt", "value": "Elle arrive demain."},
+    ]
+}
+
+
+def test_a_pinned_format_the_rows_do_not_have_is_one_line_naming_the_format_seen_and_the_key(
+    tmp_path: Path,
+) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", [SHAREGPT_ROW] * 50)
+    with pytest.raises(DataValidationError) as caught:
+        load_conversations(str(path), DataFormat.messages, "train")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"{path}:1" in message and "look like sharegpt" in message
+    assert "data.format=sharegpt" in message and "data.format=auto" in message
+
+
+def test_the_recipe_reads_a_users_sharegpt_file_in_the_format_its_rows_show(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", [SHAREGPT_ROW, *_many(30)])
+    summary, out = run_stage(
+        tmp_path,
+        ["recipe=support-fr", f"data.path={path}", "data.eval_path=null", "data.calibration.samples=4"],
+    )
+    assert summary["train"] + summary["eval"] == 31
+    rows = read_jsonl(out / "train.jsonl") + read_jsonl(out / "eval.jsonl")
+    assert EXPECTED[1:] in [r["messages"] for r in rows]

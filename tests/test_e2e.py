@@ -28,6 +28,10 @@ ARGS = [
     "train.max_steps=40",
     "train.eval_steps=20",
     "train.save_steps=20",
+    # A seeded quarter of the 240 held-out conversations: train, merge and evaluate each score them
+    # (four evaluate runs here), and the gates only compare models on the same tokens.
+    "data.eval_size=60",
+    "eval.drift.tokens=2048",
     f"eval.tasks.limit={TASK_ROWS}",
     "eval.tasks.max_new_tokens=48",
 ]
@@ -86,6 +90,24 @@ def test_report_follows_the_contract(run: tuple[Path, Path, str]) -> None:
     assert "report:" in stdout and "gptq" in stdout
 
 
+def test_the_console_shows_the_run_and_the_log_keeps_what_libraries_printed(
+    run: tuple[Path, Path, str],
+) -> None:
+    _, run_dir, stdout = run
+    lines = stdout.splitlines()
+    assert len(lines) < 300, f"{len(lines)} console lines"
+    for bar in ("train: ", "quantize: ", "evaluate: "):
+        assert any(
+            line.startswith(bar) and ("steps" in line or "artifacts" in line or "models" in line)
+            for line in lines
+        )
+    logged = (run_dir / "trainer.log").read_text(encoding="utf-8", errors="replace")
+    # GPTQModel's per-layer progress and llama.cpp's converter: in the log, never on the console.
+    for chatter in ("Forward: Layer=", "This GGUF file is for Little Endian only"):
+        assert chatter in logged and chatter not in stdout, chatter
+    assert "----- output of stage quantize -----" in logged
+
+
 def test_every_artifact_is_gated_on_fidelity_drift_and_serving_and_one_is_recommended_per_target(
     run: tuple[Path, Path, str],
 ) -> None:
@@ -119,8 +141,12 @@ def test_every_artifact_is_gated_on_fidelity_drift_and_serving_and_one_is_recomm
     }
     assert recommended["GPU server (vLLM, transformers)"] in ("gptq-w4g128", "awq-w4g128")
     assert recommended["CPU / laptop / Ollama (llama.cpp)"] in ("gguf-q4_k_m", "gguf-q4_k_m-noimatrix")
+    seconds = report["evaluate_seconds_by_part"]
+    assert set(seconds) == {"perplexity and fidelity", "drift", "task", "serving", "load", "process start"}
+    assert all(value > 0 for value in seconds.values()), seconds
     markdown = (run_dir / "report.md").read_text()
     assert "## Gates" in markdown and "## Recommendation" in markdown and "mean KLD" in markdown
+    assert "Measuring took (all models together): perplexity and fidelity" in markdown
     assert "recommended for GPU server" in stdout
 
 
@@ -143,6 +169,90 @@ def test_every_model_is_judged_on_the_task_set_in_its_own_runtime(run: tuple[Pat
     assert base["task"]["score"] <= 0.1  # the base never learned the support task
     markdown = (run_dir / "report.md").read_text()
     assert "## Task checks" in markdown and "## Replies side by side" in markdown and "task score" in markdown
+
+
+CHAT_TURNS = ["Bonjour, ma commande CMD-482913 n'est pas arrivée.", "Merci. Et la facture ?"]
+
+
+def chat_reply(shown: str, name: str, turn: int) -> str:
+    """The text of the `turn`-th reply a chat session showed (0-based)."""
+    return shown.split(f"{name}> ")[turn + 1].split("\n[")[0]
+
+
+@pytest.mark.parametrize("artifact", ["gguf-q4_k_m", "gptq-w4g128"])
+def test_a_person_chats_with_an_artifact_through_a_terminal(
+    run: tuple[Path, Path, str], artifact: str
+) -> None:
+    """Two turns, /reset, the first question again: the same greedy reply proves the reset forgot."""
+    from terminal import converse
+
+    cwd, run_dir, _ = run
+    command = [
+        sys.executable,
+        "-m",
+        "trainer.chat",
+        str(run_dir),
+        f"artifact={artifact}",
+        "--max-new-tokens",
+        "24",
+    ]
+    lines = [*CHAT_TURNS, "/reset", CHAT_TURNS[0], "/quit"]
+    code, shown = converse(command, lines, b"you> ", cwd, chat_env(), timeout=600)
+    assert code == 0, shown
+    assert f"chatting with {artifact}" in shown and "system prompt: " in shown
+    assert shown.count(" tokens/s, ") == 3 and "(conversation reset)" in shown
+    first, second, after_reset = (chat_reply(shown, artifact, turn) for turn in range(3))
+    assert first.strip() and second.strip()
+    assert after_reset == first
+    # Nothing a runtime printed while loading reaches the terminal.
+    assert "INFO" not in shown and "llama_model_loader" not in shown
+
+
+def chat_env() -> dict[str, str]:
+    import os
+
+    from conftest import REPO
+
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+
+
+def test_one_shot_chat_prints_the_reply_alone_and_its_figures_apart(run: tuple[Path, Path, str]) -> None:
+    cwd, run_dir, _ = run
+    command = [
+        sys.executable,
+        "-m",
+        "trainer.chat",
+        str(run_dir),
+        "artifact=gguf-q4_k_m",
+        "--max-new-tokens",
+        "24",
+    ]
+    by_flag = subprocess.run(
+        [*command, "--prompt", CHAT_TURNS[0]], cwd=cwd, env=chat_env(), capture_output=True, text=True
+    )
+    assert by_flag.returncode == 0, by_flag.stderr
+    piped = subprocess.run(
+        command, input=CHAT_TURNS[0], cwd=cwd, env=chat_env(), capture_output=True, text=True
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert by_flag.stdout.strip() and piped.stdout == by_flag.stdout
+    assert " tokens/s, " in by_flag.stderr and " tokens/s, " not in by_flag.stdout
+
+
+def test_compare_puts_every_models_reply_side_by_side(run: tuple[Path, Path, str]) -> None:
+    cwd, run_dir, _ = run
+    command = [
+        sys.executable, "-m", "trainer.chat", str(run_dir), "--compare", "artifact=merged,gptq-w4g128,gguf-q4_k_m",
+        "--samples", "2", "--max-new-tokens", "16",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=cwd, env={**chat_env(), "COLUMNS": "200"}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    compared = (run_dir / "compare.md").read_text(encoding="utf-8")
+    assert compared.count("| model | reply | ended | tokens/s |") == 2
+    for name in ("merged", "gptq-w4g128", "gguf-q4_k_m"):
+        assert compared.count(f"| {name} | ") == 2 and name in result.stdout
 
 
 def test_exported_packages_are_complete(run: tuple[Path, Path, str]) -> None:
@@ -171,6 +281,74 @@ def assert_manifest_matches(run_dir: Path) -> dict:
     for relative, entry in manifest["files"].items():
         assert hashlib.sha256((run_dir / relative).read_bytes()).hexdigest() == entry["sha256"], relative
     return manifest
+
+
+def test_model_cards_carry_hub_metadata_and_no_path_of_this_machine(run: tuple[Path, Path, str]) -> None:
+    from conftest import REPO
+    from huggingface_hub import ModelCard
+
+    cwd, run_dir, _ = run
+    report = json.loads((run_dir / "report.json").read_text())
+    for artifact in report["artifacts"][1:]:
+        path = run_dir / "export" / artifact["name"] / "README.md"
+        card = ModelCard.load(path)
+        meta = card.data.to_dict()
+        assert meta["pipeline_tag"] == "text-generation"
+        assert meta["library_name"] == ("gguf" if artifact["format"] == "gguf" else "transformers")
+        assert {"trainer", "qlora"} <= set(meta["tags"])
+        assert {"hf-bf16": "safetensors"}.get(artifact["format"], artifact["format"]) in meta["tags"]
+        assert "base_model" not in meta  # the embedded base is a local folder: no hub id to claim
+        text = path.read_text(encoding="utf-8")
+        assert str(REPO) not in text and str(cwd) not in text, artifact["name"]
+        assert "Fine-tuned from `tiny-base`" in text and "Data: `train.jsonl` (eval: `eval.jsonl`)" in text
+        assert "## Serve it" in text and ("vllm serve ." in text or "llama-server -m " in text)
+
+
+def test_a_gguf_serves_with_the_command_its_card_gives(run: tuple[Path, Path, str]) -> None:
+    """llama-cpp-python's OpenAI server, started exactly as the card says, answers a chat request."""
+    import re
+    import socket
+    import time
+    import urllib.request
+
+    _, run_dir, _ = run
+    folder = run_dir / "export" / "gguf-q4_k_m"
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    (command,) = re.findall(r"^python -m llama_cpp\.server (.+)$", card, flags=re.MULTILINE)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = command.replace("--port 8000", f"--port {port} --host 127.0.0.1").split()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", *args],
+        cwd=folder,
+        env=chat_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "the server did not come up within 120 s"
+                time.sleep(0.5)
+        body = {"messages": [{"role": "user", "content": CHAT_TURNS[0]}], "max_tokens": 16, "temperature": 0}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        answer = json.loads(urllib.request.urlopen(request, timeout=120).read())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    choice = answer["choices"][0]
+    assert choice["message"]["content"].strip() and choice["finish_reason"] in ("stop", "length")
 
 
 def test_manifest_hashes_match_the_files(run: tuple[Path, Path, str]) -> None:

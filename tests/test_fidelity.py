@@ -134,3 +134,20 @@ def test_the_recommendation_takes_the_best_passing_artifact_per_target_or_says_w
     gpu, cpu = gates.recommend(results)
     assert gpu["artifact"] == "awq-w4g128" and "task score 0.750" in gpu["reason"]
     assert cpu["artifact"] is None and cpu["stopped"] == {"gguf-q2_k": "mean KLD 0.09 (max 0.05)"}
+
+
+def test_evaluate_time_is_summed_per_part_over_models_and_the_rest_is_process_start() -> None:
+    from trainer.stages.evaluate import seconds_by_part
+
+    results = [
+        {"seconds_by_part": {"perplexity and fidelity": 3.0, "drift": 1.0, "load": 2.0}, "wall_seconds": 10.0},
+        {"seconds_by_part": {"perplexity and fidelity": 4.0, "task": 5.0}, "wall_seconds": 12.0},
+        {"seconds_by_part": None, "wall_seconds": None},  # a model whose runtime crashed
+    ]
+    assert seconds_by_part(results) == {
+        "perplexity and fidelity": 7.0,
+        "drift": 1.0,
+        "load": 2.0,
+        "process start": 7.0,
+        "task": 5.0,
+    }

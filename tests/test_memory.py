@@ -61,3 +61,39 @@ def test_rss_is_read_from_proc() -> None:
         assert value is not None and value > 10
     else:
         assert value is None
+
+
+PEAK_OF_A_CHILD = """
+import json, resource
+from trainer import memory
+print(json.dumps({"peak": memory.peak_rss_mib(), "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs /proc")
+def test_a_child_reports_its_own_peak_not_its_parents() -> None:
+    """Why VmHWM: a scoring child started by a 2 GB run reported the run's 2 GB through ru_maxrss."""
+    held = bytearray(600 * 2**20)
+    held[::4096] = b"x" * len(held[::4096])  # touch every page
+    command = [sys.executable, "-c", PEAK_OF_A_CHILD]
+    child = json.loads(subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO).stdout)
+    assert child["peak"] < 300
+    del held
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs /proc")
+def test_reset_restarts_the_peak_from_the_current_resident_set() -> None:
+    scenario = """
+import json
+from trainer import memory
+block = bytearray(300 * 2**20); block[::4096] = b"x" * len(block[::4096])
+before = memory.peak_rss_mib()
+del block
+memory.reset_peak_rss()
+print(json.dumps({"before": before, "after": memory.peak_rss_mib()}))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", scenario], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    peaks = json.loads(result.stdout)
+    assert peaks["before"] > 300 and peaks["after"] < peaks["before"] - 250

@@ -23,6 +23,8 @@ from trainer.sweep import JOB_FILE, key_metric, write_summary
 QUICK = [
     "train.max_steps=4",
     "train.eval_steps=4",
+    "data.eval_size=24",  # a quick eval pass (train, merge and evaluate all score it)
+    "eval.drift.tokens=1024",
     "quantize.enabled=[gguf-q4_k_m-noimatrix]",
     "eval.generate_samples=0",
     "eval.tasks.limit=2",

@@ -222,6 +222,7 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
         "train.logging_steps=2",
         "train.batch_size=4",
         "data.calibration.samples=8",
+        "data.eval_size=24",
         f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "COLUMNS": "200"}

@@ -19,6 +19,7 @@ from rich.text import Text
 from trainer import distributed
 from trainer.config import GateMode, TrainerConfig, register_schema, to_typed
 from trainer.errors import JobFailed, TrainerError
+from trainer.logs import console_shows_own_records, keep_console_on_terminal
 from trainer.pipeline import Runner, StageResult, summary_table
 from trainer.run_lock import RunLock
 from trainer.stages.export import publish, report_table
@@ -29,8 +30,17 @@ log = logging.getLogger("trainer")
 register_schema()
 
 
+def log_to_file(reason: str) -> None:
+    """The reason a run stops, in the run's log file too (the console already shows it)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "stopped: %s", (reason,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def stop(code: int, reason: str) -> None:
     """Exit with the code in a single run; in a sweep, fail this job only, so the others go on."""
+    log_to_file(reason)
     if HydraConfig.get().mode is RunMode.MULTIRUN:
         raise JobFailed(code, reason)
     sys.exit(code)
@@ -47,9 +57,11 @@ def gate_failures(run_dir: Path) -> dict[str, str]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(raw_cfg: DictConfig) -> float | None:
+    keep_console_on_terminal()
     console = get_console()
     try:
         cfg = to_typed(raw_cfg)
+        console_shows_own_records(cfg.verbose)
         run_dir = Path(cfg.run_dir or HydraConfig.get().runtime.output_dir).resolve()
         # Rank 0 holds the run directory for the whole run; other ranks work under its lock.
         with RunLock(run_dir) if distributed.is_main() else nullcontext():

@@ -202,6 +202,8 @@ class DataConfig:
     # A separate held-out file; when unset, eval is split off `path`.
     eval_path: str | None = None
     eval_fraction: float = 0.1
+    # Eval conversations: split off `path` (instead of eval_fraction), or, with `eval_path`, a
+    # seeded sample of that file (a quicker eval pass on a large held-out file); null: all of it.
     eval_size: int | None = None
     split_seed: int = 0
     hub_split: str = "train"
@@ -390,6 +392,9 @@ class TrainerConfig:
     # Before any stage, each runtime the run will use runs one forward pass in a child process
     # (trainer/preflight.py; passing checks are cached per environment in cache_dir).
     preflight: bool = True
+    # What libraries print (GPTQModel's progress and tables, llama.cpp's loader, warnings) goes to
+    # the run's trainer.log, not the console; true lets it through to the console.
+    verbose: bool = False
 
 
 def register_schema() -> None:

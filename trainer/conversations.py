@@ -374,6 +374,37 @@ def detect_format(row: dict[str, Any]) -> DataFormat:
     )
 
 
+class FormatMismatch(RowError):
+    """A row of a pinned `data.format` that carries another format's fields instead."""
+
+    def __init__(self, pinned: DataFormat, seen: DataFormat, key: str) -> None:
+        super().__init__("missing_field", key, f"no `{key}` field: the row looks like {seen.value}")
+        self.pinned, self.seen = pinned, seen
+
+
+# The field each format cannot do without: its absence, with another format's fields present,
+# means the rows are in another format than the one pinned.
+FORMAT_KEY = {
+    DataFormat.messages: "messages",
+    DataFormat.sharegpt: "conversations",
+    DataFormat.alpaca: "instruction",
+    DataFormat.prompt_completion: "prompt",
+    DataFormat.text: "text",
+}
+
+
+def _check_pinned(row: dict[str, Any], fmt: DataFormat) -> None:
+    key = FORMAT_KEY.get(fmt)
+    if key is None or key in row:
+        return
+    try:
+        seen = detect_format(row)
+    except RowError:
+        return  # no format's fields either: a plain missing field
+    if seen is not fmt:
+        raise FormatMismatch(fmt, seen, key)
+
+
 def _require(row: dict[str, Any], key: str) -> Any:
     if key not in row or row[key] is None:
         raise RowError("missing_field", key, "missing")
@@ -436,6 +467,8 @@ def to_messages(row: Any, fmt: DataFormat) -> list[dict[str, str]]:
         raise RowError("wrong_type", "", f"expected a JSON object per row, got {type(row).__name__}")
     if fmt is DataFormat.auto:
         fmt = detect_format(row)
+    else:
+        _check_pinned(row, fmt)
     identity = {role: role for role in ROLES}
     list_field = "messages"
     if fmt is DataFormat.messages:
@@ -522,6 +555,13 @@ def iter_conversations(path_or_id: str, fmt: DataFormat, hub_split: str) -> Iter
             continue
         try:
             yield Conversation(item.where, to_messages(item.value, fmt))
+        except FormatMismatch as exc:
+            # Every row would fail alike: one line naming what the rows are and the key to set.
+            raise DataValidationError(
+                f"{item.where}: data.format is {exc.pinned.value}, but the rows look like "
+                f"{exc.seen.value} (no `{exc.field}` field); set data.format={exc.seen.value}, "
+                "or data.format=auto to read the format each row shows"
+            ) from None
         except RowError as exc:
             yield Problem(exc.kind, item.where, exc.field, exc.reason)
 

@@ -10,6 +10,7 @@ recipe's process still holding the train stage's 4.4 GiB through every later sta
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -31,16 +32,43 @@ def _glibc() -> Any | None:
     return libc if hasattr(libc, "malloc_trim") else None
 
 
-def rss_mib() -> float | None:
-    """This process's resident set (VmRSS), or None where /proc is absent."""
+def _status_mib(key: str) -> float | None:
     try:
         status = Path("/proc/self/status").read_text()
     except OSError:
         return None
     for line in status.splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
     return None
+
+
+def rss_mib() -> float | None:
+    """This process's resident set (VmRSS), or None where /proc is absent."""
+    return _status_mib("VmRSS")
+
+
+def reset_peak_rss() -> None:
+    """Restart this process's resident high-water mark from its current RSS (Linux 4.0+; else a no-op)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set since it started or since `reset_peak_rss`.
+
+    VmHWM belongs to the process's own address space, so a child started by a large parent
+    reports its own peak; `getrusage`'s ru_maxrss survives fork and exec and would report the
+    parent's (measured: every scoring child read the 2.3 GB of the run that started it). Falls
+    back to ru_maxrss where /proc is absent.
+    """
+    peak = _status_mib("VmHWM")
+    if peak is not None:
+        return peak
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def release(after: str = "") -> None:

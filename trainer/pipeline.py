@@ -33,6 +33,7 @@ from rich.text import Text
 from trainer import distributed, memory
 from trainer.config import STAGE_ORDER, Stage, TrainerConfig
 from trainer.errors import StageNotBuilt, TrainerError
+from trainer.logs import library_output, run_log_file
 
 log = logging.getLogger(__name__)
 
@@ -317,13 +318,15 @@ class Runner:
         return self._close_partial(stage, partial, started, summary)
 
     def _call(self, stage: Stage, context: StageContext) -> dict[str, Any]:
+        """The stage, with what its libraries print kept in the run's log (`verbose` shows it)."""
         build = stage_function(stage)
-        if stage is Stage.data and self.cfg.cache_dir:
-            from trainer.data_cache import cached
+        with library_output(f"stage {stage.value}", run_log_file(), self.cfg.verbose):
+            if stage is Stage.data and self.cfg.cache_dir:
+                from trainer.data_cache import cached
 
-            section = OmegaConf.to_container(self.raw_cfg.data, resolve=True, enum_to_str=True)
-            return cached(build, context, self.cfg.cache_dir, section)
-        return build(context)
+                section = OmegaConf.to_container(self.raw_cfg.data, resolve=True, enum_to_str=True)
+                return cached(build, context, self.cfg.cache_dir, section)
+            return build(context)
 
     def _close_partial(
         self, stage: Stage, partial: Path, started: float, summary: dict[str, Any]

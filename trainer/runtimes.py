@@ -25,6 +25,7 @@ from typing import Any
 
 from trainer.child import describe_exit, output_tail
 from trainer.errors import TrainerError
+from trainer.memory import peak_rss_mib, release, reset_peak_rss
 
 RUNTIMES = ("transformers", "gptqmodel", "llama.cpp")
 
@@ -160,6 +161,19 @@ def _finish(fidelity: Any, extras: Extras) -> dict[str, Any] | None:
     return fidelity.summary()
 
 
+class Stopwatch:
+    """Seconds per part of a scoring run, each lap the time since the previous one."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, part: str) -> None:
+        now = time.perf_counter()
+        self.seconds[part] = round(now - self._last, 2)
+        self._last = now
+
+
 # Prompt length of the prompt-processing speed figure (batch 1).
 PROMPT_TOKENS = 128
 
@@ -168,17 +182,16 @@ def _serving(
     load_seconds: float,
     generations: list[dict[str, Any]],
     generation_seconds: float,
+    peak_rss_mib: float,
     prompt_seconds: float,
     kv_cache_bytes: int,
 ) -> dict[str, Any]:
-    """What serving this model costs on this machine: load time, the scoring process's peak RSS,
-    prompt and generation speed at batch 1, and the KV cache of one sequence of the context length."""
-    import resource
-
+    """What serving this model costs on this machine: load time, the process's peak RSS while it
+    generated, prompt and generation speed at batch 1, and the KV cache of one sequence of the context length."""
     new_tokens = sum(g["new_tokens"] for g in generations)
     return {
         "load_seconds": round(load_seconds, 2),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": round(peak_rss_mib, 1),
         "prompt_tokens_per_s": round(PROMPT_TOKENS / prompt_seconds, 1),
         "generated_tokens": new_tokens,
         "generation_tokens_per_s": round(new_tokens / generation_seconds, 1)
@@ -288,16 +301,26 @@ def score(
     loading = time.time()
     model = load(runtime, model_dir)
     load_seconds = time.time() - loading
+    clock = Stopwatch()
     fidelity = _fidelity(tokens, extras)
     result = score_transformers(model, tokens, fidelity=fidelity)
+    clock.lap("perplexity and fidelity")
     drift = (
         score_transformers(model, text_tokens(extras.drift_texts, tokenizer, extras.drift_tokens))
         if extras.drift_texts
         else None
     )
+    clock.lap("drift")
+    release("scoring")
+    reset_peak_rss()  # what generation holds, not the scoring passes' logits
     generated_at = time.time()
     generations = generate(model, tokenizer, chat, max_new_tokens) if chat else []
     generation_seconds = time.time() - generated_at
+    peak_rss = peak_rss_mib()
+    clock.lap("task")
+    prompt_seconds = _transformers_prompt_seconds(model, _prompt_ids(tokens))
+    clock.lap("serving")
+    clock.seconds["load"] = round(load_seconds, 2)
     return {
         "runtime": runtime,
         "nll": result.nll,
@@ -309,7 +332,8 @@ def score(
             load_seconds,
             generations,
             generation_seconds,
-            _transformers_prompt_seconds(model, _prompt_ids(tokens)),
+            peak_rss,
+            prompt_seconds,
             kv_cache_bytes(
                 model.config, extras.context_length, model.get_input_embeddings().weight.element_size()
             ),
@@ -318,6 +342,7 @@ def score(
         "generations": generations,
         "generation_seconds": round(generation_seconds, 2),
         "seconds": round(time.time() - started, 2),
+        "seconds_by_part": clock.seconds,
     }
 
 
@@ -343,19 +368,27 @@ def score_llama_cpp(
     source = tokenizer_dir if tokenizer_dir is not None and tokenizer_dir.is_dir() else gguf.parent
     tokenizer = AutoTokenizer.from_pretrained(source)
     tokens = eval_tokens(eval_jsonl, tokenizer)
+    clock = Stopwatch()
     fidelity = _fidelity(tokens, extras)
     result = score_gguf(gguf, tokens, fidelity=fidelity)
+    clock.lap("perplexity and fidelity")
     drift = (
         score_gguf(gguf, text_tokens(extras.drift_texts, tokenizer, extras.drift_tokens))
         if extras.drift_texts
         else None
     )
+    clock.lap("drift")
+    release("scoring")
+    reset_peak_rss()  # what loading and generating hold, not the scoring passes
     generated_at = time.time()
     generations = chat_replies(gguf, prompts, max_new_tokens) if prompts else []
     generation_seconds = time.time() - generated_at
+    peak_rss = peak_rss_mib()
+    clock.lap("task")
     load_seconds, prompt_seconds, kv_bytes = _llama_serving_figures(
         gguf, _prompt_ids(tokens), extras.context_length
     )
+    clock.lap("serving")
     return {
         "runtime": "llama.cpp",
         "nll": result.nll,
@@ -363,11 +396,14 @@ def score_llama_cpp(
         "tokens": result.tokens,
         "fidelity": _finish(fidelity, extras),
         "drift": None if drift is None else {"perplexity": drift.perplexity, "tokens": drift.tokens},
-        "serving": _serving(load_seconds, generations, generation_seconds, prompt_seconds, kv_bytes),
+        "serving": _serving(
+            load_seconds, generations, generation_seconds, peak_rss, prompt_seconds, kv_bytes
+        ),
         "replies": generations[:samples],
         "generations": generations,
         "generation_seconds": round(generation_seconds, 2),
         "seconds": round(time.time() - started, 2),
+        "seconds_by_part": clock.seconds,
     }
 
 

@@ -231,20 +231,25 @@ def build_index(
     )
 
 
-def split_mask(index: Index, kept: np.ndarray, cfg: DataConfig) -> np.ndarray:
-    """Which rows are eval: the kept rows whose seeded content hash ranks first."""
+def first_ranked(index: Index, kept: np.ndarray, n: int) -> np.ndarray:
+    """A mask of the `n` kept rows whose seeded content hash ranks first (independent of row order)."""
     candidates = np.flatnonzero(kept)
-    n = len(candidates)
+    ranked = candidates[np.argsort(index.split_keys[candidates], kind="stable")]
+    mask = np.zeros(len(index), dtype=bool)
+    mask[ranked[:n]] = True
+    return mask
+
+
+def split_mask(index: Index, kept: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """Which rows are eval when there is no eval file: a seeded `eval_size` or `eval_fraction` of them."""
+    n = int(kept.sum())
     n_eval = cfg.eval_size if cfg.eval_size is not None else max(1, round(cfg.eval_fraction * n))
     if n_eval >= n:
         raise DataValidationError(
             f"data.eval_size/eval_fraction: {n_eval} eval rows out of {n} usable in {cfg.path} leaves nothing "
             "to train on; lower it or give data.eval_path"
         )
-    ranked = candidates[np.argsort(index.split_keys[candidates], kind="stable")]
-    is_eval = np.zeros(len(index), dtype=bool)
-    is_eval[ranked[:n_eval]] = True
-    return is_eval
+    return first_ranked(index, kept, n_eval)
 
 
 # ---------------------------------------------------------------- calibration
@@ -443,6 +448,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     else:
         is_eval = np.zeros(len(train), dtype=bool)
         eval_index, eval_rows = evals, evals.tokens <= cfg.max_length
+        if cfg.eval_size is not None:
+            eval_rows = first_ranked(evals, eval_rows, cfg.eval_size)
     eval_keys = np.unique(eval_index.text_keys[eval_rows])
     in_train = train_kept & ~is_eval
     overlap = in_train & np.isin(train.text_keys, eval_keys)

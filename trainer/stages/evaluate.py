@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from trainer.evaluation.drift import drift_texts
 from trainer.evaluation.tasks import TaskRow, load_rows
 from trainer.evaluation.tasks import score as score_tasks
 from trainer.pipeline import StageContext
+from trainer.progress import stage_bar
 from trainer.runtimes import Extras, ScoringFailed, score_in_fresh_process
 
 log = logging.getLogger(__name__)
@@ -99,8 +101,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     # In the stage's partial folder, so a killed run leaves nothing behind outside it.
     reference = ctx.out_dir / ".merged-topk.npz"
-    for model in scoring_order:
-        results[model["name"]] = score_model(ctx, model, rows, eval_jsonl, tokenizer_dir, texts, reference)
+    with stage_bar(ctx.console, "evaluate", len(models), "models") as bar:
+        for model in scoring_order:
+            bar.note(f"{model['name']} ({model['runtime']})")
+            results[model["name"]] = score_model(
+                ctx, model, rows, eval_jsonl, tokenizer_dir, texts, reference
+            )
+            bar.advance()
     reference.unlink(missing_ok=True)
     ordered = [results[m["name"]] for m in models]
     return finish(ctx, ordered, len(rows))
@@ -128,6 +135,7 @@ def score_model(
         drift_tokens=cfg.eval.drift.tokens,
         context_length=cfg.data.max_length,
     )
+    started = time.perf_counter()
     try:
         scored = score_in_fresh_process(
             model["runtime"],
@@ -143,6 +151,7 @@ def score_model(
         log.error("%s", exc)
         ctx.console.print(f"[red]{model['name']}: {exc.reason}[/red] (recorded as failed; scoring the rest)")
         return {**record, **UNSCORED, "error": exc.reason, "error_output": exc.tail}
+    scored["wall_seconds"] = round(time.perf_counter() - started, 2)
     generations = scored.pop("generations")
     if rows:
         task = score_tasks(rows, generations)
@@ -158,6 +167,20 @@ def score_model(
         )
     log.info("%s: perplexity %.3f over %d tokens", model["name"], scored["perplexity"], scored["tokens"])
     return {**record, **scored, "error": None}
+
+
+def seconds_by_part(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Where the stage's time went, summed over the scored models: each gate's measurement, the
+    models' loads, and the rest of each child's wall time (process start, imports, tokenizing)."""
+    totals: dict[str, float] = {}
+    for result in results:
+        parts = result.get("seconds_by_part") or {}
+        for part, value in parts.items():
+            totals[part] = totals.get(part, 0.0) + value
+        if result.get("wall_seconds") is not None:
+            rest = result["wall_seconds"] - sum(parts.values())
+            totals["process start"] = totals.get("process start", 0.0) + rest
+    return {part: round(value, 1) for part, value in totals.items()}
 
 
 def finish(ctx: StageContext, results: list[dict[str, Any]], task_rows: int) -> dict[str, Any]:
@@ -187,6 +210,7 @@ def finish(ctx: StageContext, results: list[dict[str, Any]], task_rows: int) -> 
     }
     recommendation = gates.recommend(results)
     merged_ppl = merged["perplexity"]
+    seconds = seconds_by_part(results)
     payload = {
         "metric": "perplexity on the assistant tokens of the eval split",
         "tokens": next(iter(counts.values()), None),
@@ -196,9 +220,11 @@ def finish(ctx: StageContext, results: list[dict[str, Any]], task_rows: int) -> 
         "reasons": reasons,
         "recommendation": recommendation,
         "task_rows": task_rows,
+        "seconds_by_part": seconds,
         "results": results,
     }
     (ctx.out_dir / "results.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    log.info("evaluate seconds by part: %s", ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     for name, reason in reasons.items():
         log.warning("quality gate: %s failed: %s", name, reason)
     for pick in recommendation:
@@ -208,7 +234,6 @@ def finish(ctx: StageContext, results: list[dict[str, Any]], task_rows: int) -> 
             else f"{pick['target']}: none ({pick['reason']})"
         )
         log.info("recommended for %s", line)
-        ctx.console.print(f"[bold]recommended[/bold] for {line}")
     return {
         "tokens": payload["tokens"],
         "failed_gate": len(failed),

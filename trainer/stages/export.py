@@ -22,7 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from trainer.config import Stage, TrainerConfig
+from trainer.config import Stage
+from trainer.model_card import model_card
 from trainer.pipeline import StageContext
 
 PUBLISHED = ("report.json", "report.md", "report.png", "manifest.json")
@@ -193,11 +194,23 @@ def tasks_markdown(artifacts: list[dict[str, Any]]) -> str:
             prompt = scored[0]["replies"][index]["prompt"]
             out += f"**Prompt {index + 1}:** {_cell(prompt)}\n\n"
             lines = [
-                (a["name"], _cell(a["replies"][index]["reply"]), a["replies"][index].get("finish_reason", ""))
+                (
+                    a["name"],
+                    _cell(a["replies"][index]["reply"]),
+                    a["replies"][index].get("finish_reason", ""),
+                    _speed(a),
+                )
                 for a in scored
             ]
-            out += markdown_table(["model", "reply", "ended"], lines) + "\n\n"
+            out += markdown_table(["model", "reply", "ended", "tokens/s"], lines, frozenset({"tokens/s"}))
+            out += "\n\n"
     return out
+
+
+def _speed(artifact: dict[str, Any]) -> str:
+    """The model's generation speed at batch 1 in its runtime on this machine."""
+    speed = (artifact.get("serving") or {}).get("generation_tokens_per_s")
+    return "" if speed is None else f"{speed:.0f}"
 
 
 def _cell(text: str) -> str:
@@ -239,6 +252,10 @@ def gates_markdown(report: dict[str, Any]) -> str:
                 + (f" ({stopped})" if stopped else "")
                 + ".\n"
             )
+    seconds = report.get("evaluate_seconds_by_part") or {}
+    if seconds:
+        spent = ", ".join(f"{part} {value:.0f} s" for part, value in seconds.items())
+        out += f"\nMeasuring took (all models together): {spent}.\n"
     return out + "\n"
 
 
@@ -249,58 +266,6 @@ def failures_markdown(artifacts: list[dict[str, Any]]) -> str:
         return ""
     lines = "\n".join(f"- `{a['name']}` ({a['runtime']}): {a['error']}" for a in failed)
     return f"Not scored, so failed the gate:\n\n{lines}\n\n"
-
-
-def model_card(
-    cfg: TrainerConfig, artifact: dict[str, Any], report: dict[str, Any], files: dict[str, str]
-) -> str:
-    name, fmt = artifact["name"], artifact["format"]
-    usage = {
-        "hf-bf16": (
-            "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
-            "tokenizer = AutoTokenizer.from_pretrained('.')\nmodel = AutoModelForCausalLM.from_pretrained('.')\n```\n\n"
-            "vLLM: `vllm serve .`"
-        ),
-        "gptq": (
-            "```python\nfrom gptqmodel import GPTQModel\nmodel = GPTQModel.load('.')\n```\n\n"
-            "transformers (with gptqmodel installed): `AutoModelForCausalLM.from_pretrained('.')`; vLLM: `vllm serve .`"
-        ),
-        "awq": (
-            "```python\nfrom gptqmodel import GPTQModel\nmodel = GPTQModel.load('.')\n```\n\n"
-            "vLLM: `vllm serve . --quantization awq`; transformers reads the AWQ `quantization_config` too."
-        ),
-        "gguf": (
-            "llama.cpp: `llama-cli -m <file>.gguf -cnv`\n\nllama-cpp-python: "
-            "`Llama('<file>.gguf').create_chat_completion(...)`\n\nOllama: `ollama create my-model -f Modelfile`"
-        ),
-    }[fmt]
-    calibration = report["calibration"]
-    merge = report["merge"]
-    file_lines = "\n".join(f"- `{f}` sha256 `{h}`" for f, h in sorted(files.items()))
-    settings = artifact.get("settings") or {}
-    return f"""# {report["recipe"]}: {name} ({fmt})
-
-Fine-tuned from `{report["base_model"]}` with QLoRA by `trainer`, recipe `{report["recipe"]}`.
-
-- Data: `{cfg.data.path}` (eval: `{cfg.data.eval_path or "split from the data"}`)
-- LoRA: r={cfg.lora.r}, alpha={cfg.lora.alpha}, targets {list(cfg.lora.target_modules)}, rsLoRA={cfg.lora.use_rslora}, DoRA={cfg.lora.use_dora}
-- Merge base: {merge["base"]} ({merge.get("reason", "")})
-- Calibration: {calibration["source"]}, {calibration["samples"]} samples, {calibration["tokens"]} tokens
-- Quantization settings: {json.dumps(settings) if settings else "none (BF16)"}
-- Size: {artifact["size_bytes"] / 1e6:.1f} MB
-
-## Measured (perplexity on the assistant tokens of the held-out eval split)
-
-{table_markdown(report["artifacts"])}
-
-{failures_markdown(report["artifacts"])}## Usage
-
-{usage}
-
-## Files
-
-{file_lines}
-"""
 
 
 def report_png(report: dict[str, Any], loss_curve: list[dict[str, float]], path: Path) -> None:
@@ -417,6 +382,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "reasons": evaluated.get("reasons", {}),
         },
         "recommendation": evaluated["recommendation"],
+        "evaluate_seconds_by_part": evaluated.get("seconds_by_part", {}),
         "artifacts": artifacts,
     }
     for artifact in artifacts:
@@ -424,7 +390,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
             continue
         folder = out / artifact["name"]
         files = {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-        (folder / "README.md").write_text(model_card(cfg, artifact, report, files), encoding="utf-8")
+        sections = f"{table_markdown(artifacts)}\n\n{failures_markdown(artifacts)}{gates_markdown(report)}"
+        card = model_card(cfg, artifact, report, files, sections)
+        (folder / "README.md").write_text(card, encoding="utf-8")
     (out / "report.json").write_text(
         json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )

@@ -20,6 +20,7 @@ from trainer.config import ArtifactConfig, QuantFormat, Stage, TrainerConfig
 from trainer.disk import quantized_bytes, require_free
 from trainer.errors import ConfigError
 from trainer.pipeline import StageContext
+from trainer.progress import stage_bar
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +260,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     needed = quantized_bytes(merged, [spec.bits for spec in specs.values()], ggufs)
     require_free(ctx.out_dir, needed, f"quantizing {', '.join(specs)}")
     summary: dict[str, Any] = {}
-    for name, spec in specs.items():
-        log.info("quantizing %s (%s)", name, spec.format.value)
-        info = build(cfg, name, spec, merged, ctx.out_dir / name, calib, calib_hash)
-        summary[f"{name}_seconds"] = info["seconds"]
+    with stage_bar(ctx.console, "quantize", len(specs), "artifacts") as bar:
+        for name, spec in specs.items():
+            log.info("quantizing %s (%s)", name, spec.format.value)
+            bar.note(name)
+            info = build(cfg, name, spec, merged, ctx.out_dir / name, calib, calib_hash)
+            summary[f"{name}_seconds"] = info["seconds"]
+            bar.advance()
     return summary

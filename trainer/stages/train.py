@@ -36,6 +36,7 @@ from trainer.errors import ConfigError
 from trainer.masking import encode_with_mask
 from trainer.modeling import load_tokenizer
 from trainer.pipeline import StageContext
+from trainer.progress import Bar, stage_bar
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +304,29 @@ def sft_arguments(cfg: TrainerConfig, checkpoints: Path, device: str, dtype: DTy
         report_to=list(train.report_to) or "none",
         dataloader_num_workers=0,
         remove_unused_columns=False,
-        disable_tqdm=False,
+        # The run's console shows its own bar of steps (StepBar); tqdm's would go to the log file.
+        disable_tqdm=True,
     )
+
+
+def step_bar_callback(bar: Bar) -> Any:
+    """A TrainerCallback moving `bar` to the global step, with the latest training and eval loss."""
+    from transformers import TrainerCallback
+
+    class StepBar(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            bar.set(state.global_step, total=state.max_steps)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            bar.set(state.global_step)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if logs and "loss" in logs:
+                bar.note(f"loss {logs['loss']:.3f}")
+            elif logs and "eval_loss" in logs:
+                bar.note(f"eval loss {logs['eval_loss']:.3f}")
+
+    return StepBar()
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -362,7 +384,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         log.info("resuming training from %s (step %d)", resume.name, resumed_from_step)
     else:
         log.info("training from step 0 (eval loss before: %.4f)", before)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    total = cfg.train.max_steps if cfg.train.max_steps > 0 else None
+    with stage_bar(ctx.console, "train", total, "steps", show=trainer.is_world_process_zero()) as bar:
+        trainer.add_callback(step_bar_callback(bar))
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     after = final_eval_loss(trainer)
     state = trainer.state
     summary = {
