@@ -140,7 +140,10 @@ def test_evaluate_time_is_summed_per_part_over_models_and_the_rest_is_process_st
     from trainer.stages.evaluate import seconds_by_part
 
     results = [
-        {"seconds_by_part": {"perplexity and fidelity": 3.0, "drift": 1.0, "load": 2.0}, "wall_seconds": 10.0},
+        {
+            "seconds_by_part": {"perplexity and fidelity": 3.0, "drift": 1.0, "load": 2.0},
+            "wall_seconds": 10.0,
+        },
         {"seconds_by_part": {"perplexity and fidelity": 4.0, "task": 5.0}, "wall_seconds": 12.0},
         {"seconds_by_part": None, "wall_seconds": None},  # a model whose runtime crashed
     ]
