@@ -96,14 +96,15 @@ def test_the_console_shows_the_run_and_the_log_keeps_what_libraries_printed(
     _, run_dir, stdout = run
     lines = stdout.splitlines()
     assert len(lines) < 300, f"{len(lines)} console lines"
-    for bar in ("train: ", "quantize: ", "evaluate: "):
+    for bar in ("train: ", "merge: ", "quantize: ", "evaluate: "):
         assert any(
-            line.startswith(bar) and ("steps" in line or "artifacts" in line or "models" in line)
+            line.startswith(bar)
+            and any(unit in line for unit in ("steps", "candidates", "artifacts", "models"))
             for line in lines
         )
     logged = (run_dir / "trainer.log").read_text(encoding="utf-8", errors="replace")
     # GPTQModel's per-layer progress and llama.cpp's converter: in the log, never on the console.
-    for chatter in ("Forward: Layer=", "This GGUF file is for Little Endian only"):
+    for chatter in ("StageLayer: start layer=", "This GGUF file is for Little Endian only"):
         assert chatter in logged and chatter not in stdout, chatter
     assert "----- output of stage quantize -----" in logged
 
@@ -187,15 +188,7 @@ def test_a_person_chats_with_an_artifact_through_a_terminal(
     from terminal import converse
 
     cwd, run_dir, _ = run
-    command = [
-        sys.executable,
-        "-m",
-        "trainer.chat",
-        str(run_dir),
-        f"artifact={artifact}",
-        "--max-new-tokens",
-        "24",
-    ]
+    command = chat_command(run_dir, artifact)
     lines = [*CHAT_TURNS, "/reset", CHAT_TURNS[0], "/quit"]
     code, shown = converse(command, lines, b"you> ", cwd, chat_env(), timeout=600)
     assert code == 0, shown
@@ -216,17 +209,16 @@ def chat_env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 
 
+def chat_command(run_dir: Path, artifact: str, max_new_tokens: int = 24) -> list[str]:
+    return [
+        sys.executable, "-m", "trainer.chat", str(run_dir), f"artifact={artifact}",
+        "--max-new-tokens", str(max_new_tokens),
+    ]  # fmt: skip
+
+
 def test_one_shot_chat_prints_the_reply_alone_and_its_figures_apart(run: tuple[Path, Path, str]) -> None:
     cwd, run_dir, _ = run
-    command = [
-        sys.executable,
-        "-m",
-        "trainer.chat",
-        str(run_dir),
-        "artifact=gguf-q4_k_m",
-        "--max-new-tokens",
-        "24",
-    ]
+    command = chat_command(run_dir, "gguf-q4_k_m")
     by_flag = subprocess.run(
         [*command, "--prompt", CHAT_TURNS[0]], cwd=cwd, env=chat_env(), capture_output=True, text=True
     )
@@ -304,7 +296,7 @@ def test_model_cards_carry_hub_metadata_and_no_path_of_this_machine(run: tuple[P
         assert "## Serve it" in text and ("vllm serve ." in text or "llama-server -m " in text)
 
 
-def test_a_gguf_serves_with_the_command_its_card_gives(run: tuple[Path, Path, str]) -> None:
+def test_a_gguf_serves_with_the_command_its_card_gives(run: tuple[Path, Path, str], tmp_path: Path) -> None:
     """llama-cpp-python's OpenAI server, started exactly as the card says, answers a chat request."""
     import re
     import socket
@@ -319,18 +311,20 @@ def test_a_gguf_serves_with_the_command_its_card_gives(run: tuple[Path, Path, st
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     args = command.replace("--port 8000", f"--port {port} --host 127.0.0.1").split()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", *args],
-        cwd=folder,
-        env=chat_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # A file, not a pipe: llama.cpp's loader log would fill an unread pipe and block the server.
+    server_log = tmp_path / "server.log"
+    with open(server_log, "w") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", *args],
+            cwd=folder,
+            env=chat_env(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.time() + 120
         while True:
-            assert server.poll() is None, server.stdout.read()
+            assert server.poll() is None, server_log.read_text()
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
                 break

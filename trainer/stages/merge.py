@@ -24,6 +24,7 @@ from trainer.config import MergeBase, ModelConfig, Stage
 from trainer.disk import merged_bytes, require_free
 from trainer.errors import ConfigError, TrainerError
 from trainer.pipeline import StageContext
+from trainer.progress import stage_bar
 
 log = logging.getLogger(__name__)
 
@@ -246,27 +247,30 @@ def run(ctx: StageContext) -> dict[str, Any]:
     )
     built: dict[MergeBase, Path] = {}
     details: dict[str, Any] = {}
-    for base in wanted:
-        folder = ctx.out_dir / f"candidate-{base.value}"
-        log.info("merging the adapter into the %s base", base.value)
-        details[base.value] = merge_into(
-            checkpoint,
-            adapter_dir,
-            folder,
-            base,
-            quantized_modules,
-            source_dtype,
-            qlora.quant_type,
-            qlora.double_quant,
-        )
-        write_model_files(checkpoint, adapter_dir, folder)
-        built[base] = folder
     losses: dict[str, float] = {}
+    eval_jsonl = ctx.stage_dir(Stage.data) / "eval.jsonl"
+    with stage_bar(ctx.console, "merge", len(wanted), "candidates") as bar:
+        for base in wanted:
+            folder = ctx.out_dir / f"candidate-{base.value}"
+            log.info("merging the adapter into the %s base", base.value)
+            bar.note(f"{base.value} base")
+            details[base.value] = merge_into(
+                checkpoint,
+                adapter_dir,
+                folder,
+                base,
+                quantized_modules,
+                source_dtype,
+                qlora.quant_type,
+                qlora.double_quant,
+            )
+            write_model_files(checkpoint, adapter_dir, folder)
+            built[base] = folder
+            if len(wanted) > 1:  # candidates compete on eval loss
+                losses[base.value] = eval_loss(folder, eval_jsonl)
+                log.info("merged on the %s base: eval loss %.4f", base.value, losses[base.value])
+            bar.advance()
     if len(built) > 1:
-        eval_jsonl = ctx.stage_dir(Stage.data) / "eval.jsonl"
-        for base, folder in built.items():
-            losses[base.value] = eval_loss(folder, eval_jsonl)
-            log.info("merged on the %s base: eval loss %.4f", base.value, losses[base.value])
         chosen = min(built, key=lambda b: losses[b.value])
         reason = f"lower eval loss on the assistant tokens of the eval split ({losses[chosen.value]:.4f})"
     else:
