@@ -19,7 +19,7 @@ from rich.text import Text
 from trainer import distributed
 from trainer.config import GateMode, TrainerConfig, register_schema, to_typed
 from trainer.errors import JobFailed, TrainerError
-from trainer.logs import console_shows_own_records, keep_console_on_terminal
+from trainer.logs import console_shows_own_records, keep_console_on_terminal, log_to_file_only
 from trainer.pipeline import Runner, StageResult, summary_table
 from trainer.run_lock import RunLock
 from trainer.stages.export import publish, report_table
@@ -30,17 +30,10 @@ log = logging.getLogger("trainer")
 register_schema()
 
 
-def log_to_file(reason: str) -> None:
-    """The reason a run stops, in the run's log file too (the console already shows it)."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "stopped: %s", (reason,), None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-
-
 def stop(code: int, reason: str) -> None:
-    """Exit with the code in a single run; in a sweep, fail this job only, so the others go on."""
-    log_to_file(reason)
+    """Exit with the code in a single run; in a sweep, fail this job only, so the others go on.
+    The reason goes to the run's log file too (the console has shown it already)."""
+    log_to_file_only(log, logging.ERROR, f"stopped: {reason}")
     if HydraConfig.get().mode is RunMode.MULTIRUN:
         raise JobFailed(code, reason)
     sys.exit(code)

@@ -132,12 +132,11 @@ class TransformersChat:
     def __init__(self, model: RunModel) -> None:
         from transformers import AutoTokenizer
 
-        from trainer.runtimes import load
+        from trainer.runtimes import eos_token_ids, load
 
         self.tokenizer = AutoTokenizer.from_pretrained(model.tokenizer_dir)
         self.model = load(model.runtime, model.path)
-        eos = self.model.generation_config.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.eos_ids = eos_token_ids(self.model)
 
     def reply(self, messages: Messages, max_new_tokens: int, on_text: Callable[[str], None]) -> Reply:
         import torch
@@ -189,23 +188,16 @@ class LlamaCppChat:
     """A GGUF through llama.cpp's chat path: the template and stop tokens stored in the file."""
 
     def __init__(self, model: RunModel) -> None:
-        import llama_cpp
+        from trainer.gguf import chat_llama, gguf_file
 
-        from trainer.gguf import _default_threads, gguf_file
-
-        threads = _default_threads()
-        self.llm = llama_cpp.Llama(
-            str(gguf_file(model.path)), n_ctx=0, n_threads=threads, n_threads_batch=threads, verbose=False
-        )
+        self.llm = chat_llama(gguf_file(model.path))
 
     def reply(self, messages: Messages, max_new_tokens: int, on_text: Callable[[str], None]) -> Reply:
+        from trainer.gguf import GREEDY_CHAT
+
         started = time.perf_counter()
         chunks: Iterator[Any] = self.llm.create_chat_completion(  # type: ignore[assignment]
-            messages=[dict(m) for m in messages],
-            max_tokens=max_new_tokens,
-            temperature=0.0,
-            repeat_penalty=1.0,
-            stream=True,
+            messages=[dict(m) for m in messages], max_tokens=max_new_tokens, stream=True, **GREEDY_CHAT
         )
         pieces, finish, tokens = [], "length", 0
         for chunk in chunks:
@@ -316,17 +308,16 @@ def compare(
 
 
 def compare_markdown(prompts: Sequence[Messages], replies: Mapping[str, Sequence[Reply]]) -> str:
-    from trainer.stages.export import _cell, markdown_table
+    from trainer.stages.export import side_by_side_markdown
 
-    out = "## Compare (greedy, each model in its own runtime)\n\n"
-    for index, prompt in enumerate(prompts):
-        out += f"**Prompt {index + 1}:** {_cell(prompt[-1]['content'])}\n\n"
-        rows = [
-            (name, _cell(r[index].text), r[index].finish_reason, f"{r[index].tokens_per_s:.0f}")
-            for name, r in replies.items()
-        ]
-        out += markdown_table(["model", "reply", "ended", "tokens/s"], rows, frozenset({"tokens/s"})) + "\n\n"
-    return out
+    return side_by_side_markdown(
+        "Compare",
+        [p[-1]["content"] for p in prompts],
+        {
+            name: [(r.text, r.finish_reason, f"{r.tokens_per_s:.0f}") for r in rs]
+            for name, rs in replies.items()
+        },
+    )
 
 
 def print_compare(prompts: Sequence[Messages], replies: Mapping[str, Sequence[Reply]]) -> None:

@@ -618,6 +618,19 @@ def score_gguf(
     return Score(total / count, count)
 
 
+# Greedy decoding through llama.cpp's chat path, as transformers' `do_sample=False`: the evaluate
+# stage's replies and `python -m trainer.chat`'s are the same text.
+GREEDY_CHAT = {"temperature": 0.0, "repeat_penalty": 1.0}
+
+
+def chat_llama(gguf: Path) -> Any:
+    """The GGUF loaded for chat: its own training context, half the cores, llama.cpp's logs off."""
+    import llama_cpp
+
+    threads = _default_threads()
+    return llama_cpp.Llama(str(gguf), n_ctx=0, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+
 def chat_replies(
     gguf: Path, prompts: Sequence[Sequence[Mapping[str, str]]], max_new_tokens: int
 ) -> list[dict[str, str]]:
@@ -627,18 +640,12 @@ def chat_replies(
     when the model ended on an end-of-generation token (`<|end|>`, `</s>`), `length` when it ran
     out of `max_new_tokens`. Callers that need the eos contract check `finish_reason`.
     """
-    import llama_cpp
-
-    threads = _default_threads()
-    llm = llama_cpp.Llama(str(gguf), n_ctx=0, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = chat_llama(gguf)
     out = []
     try:
         for messages in prompts:
             result: Any = llm.create_chat_completion(
-                messages=[dict(m) for m in messages],
-                max_tokens=max_new_tokens,
-                temperature=0.0,
-                repeat_penalty=1.0,
+                messages=[dict(m) for m in messages], max_tokens=max_new_tokens, **GREEDY_CHAT
             )
             choice = result["choices"][0]
             out.append(

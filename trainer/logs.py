@@ -67,12 +67,21 @@ def console_shows_own_records(verbose: bool) -> None:
                 handler.addFilter(OwnRecords())
 
 
+def _file_handlers() -> list[logging.FileHandler]:
+    return [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+
+
 def run_log_file() -> Path | None:
     """The log file this process's logging writes to (the run's trainer.log), if any."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            return Path(handler.baseFilename)
-    return None
+    handlers = _file_handlers()
+    return Path(handlers[0].baseFilename) if handlers else None
+
+
+def log_to_file_only(logger: logging.Logger, level: int, message: str) -> None:
+    """A record for the run's log file alone: what the console has already shown another way."""
+    record = logger.makeRecord(logger.name, level, __file__, 0, "%s", (message,), None)
+    for handler in _file_handlers():
+        handler.handle(record)
 
 
 def _append(log_file: Path, label: str, text: str) -> None:

@@ -71,6 +71,12 @@ def sample_prompts(eval_jsonl: Path, count: int) -> list[list[dict[str, str]]]:
     return prompts
 
 
+def eos_token_ids(model: Any) -> set[int]:
+    """The ids that end a reply: the generation config's eos, one id or a list."""
+    eos = model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos])
+
+
 def generate(
     model: Any,
     tokenizer: Any,
@@ -86,8 +92,7 @@ def generate(
     import torch
 
     device = next(model.parameters()).device
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos])
+    eos_ids = eos_token_ids(model)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -189,21 +189,25 @@ def tasks_markdown(artifacts: list[dict[str, Any]]) -> str:
     out = "## Task checks (share passed)\n\n" + markdown_table(["", *names], rows, frozenset(names)) + "\n\n"
     shown = min(len(a["replies"]) for a in scored)
     if shown:
-        out += "## Replies side by side (greedy, each model in its own runtime)\n\n"
-        for index in range(shown):
-            prompt = scored[0]["replies"][index]["prompt"]
-            out += f"**Prompt {index + 1}:** {_cell(prompt)}\n\n"
-            lines = [
-                (
-                    a["name"],
-                    _cell(a["replies"][index]["reply"]),
-                    a["replies"][index].get("finish_reason", ""),
-                    _speed(a),
-                )
-                for a in scored
-            ]
-            out += markdown_table(["model", "reply", "ended", "tokens/s"], lines, frozenset({"tokens/s"}))
-            out += "\n\n"
+        prompts = [scored[0]["replies"][index]["prompt"] for index in range(shown)]
+        replies = {
+            a["name"]: [(r["reply"], r.get("finish_reason", ""), _speed(a)) for r in a["replies"][:shown]]
+            for a in scored
+        }
+        out += side_by_side_markdown("Replies side by side", prompts, replies)
+    return out
+
+
+def side_by_side_markdown(
+    title: str, prompts: list[str], replies: dict[str, list[tuple[str, str, str]]]
+) -> str:
+    """Per prompt, one row per model: its reply, how it ended and its tokens/s (report.md, compare.md)."""
+    out = f"## {title} (greedy, each model in its own runtime)\n\n"
+    for index, prompt in enumerate(prompts):
+        out += f"**Prompt {index + 1}:** {_cell(prompt)}\n\n"
+        lines = [(name, _cell(r[index][0]), r[index][1], r[index][2]) for name, r in replies.items()]
+        out += markdown_table(["model", "reply", "ended", "tokens/s"], lines, frozenset({"tokens/s"}))
+        out += "\n\n"
     return out
 
 
