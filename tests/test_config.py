@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ASSETS, REPO, compose_raw, compose_typed, run_trainer
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -143,6 +146,25 @@ def test_every_shipped_recipe_and_model_preset_composes() -> None:
         compose_typed([f"recipe={recipe.stem}"])
     for preset in sorted((REPO / "conf" / "model").glob("*.yaml")):
         assert compose_typed([f"model={preset.stem}"]).model.name_or_path
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml")))
+def test_each_model_preset_composes_on_the_command_line_and_names_its_twin(
+    preset: str, tmp_path: Path
+) -> None:
+    """`--cfg job` over the recipe, as a user checks a preset; its header names the family twin that
+    docs/FAMILIES.md's matrix runs for it, and a template without a system role folds it."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from build_family_twins import FAMILIES
+
+    text = (REPO / "conf" / "model" / f"{preset}.yaml").read_text()
+    family = re.search(r"^# family: (\S+)", text, re.MULTILINE)
+    assert family and family.group(1) in FAMILIES, f"{preset}.yaml names no family twin"
+    result = run_trainer(["recipe=support-fr", f"model={preset}", "--cfg", "job"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    job = yaml.safe_load(result.stdout)
+    assert job["model"]["name_or_path"]
+    assert job["data"]["fold_system"] is (family.group(1) in ("gemma2", "mistral", "mixtral"))
 
 
 def test_hub_preset_fails_offline_with_a_clear_message(tmp_path: Path) -> None:

@@ -33,6 +33,9 @@ with library_output("stage quantize", log_file):
     if sys.argv[2] == "fail":
         print("CUDA error: the reason it failed")
         raise RuntimeError("the library failed")
+    if sys.argv[2] == "exit":
+        print("the last words of a library", flush=True)
+        os._exit(1)
 console.print("run: after")
 """
 
@@ -95,3 +98,16 @@ def test_the_console_handler_keeps_the_runs_records_and_other_libraries_errors_o
     assert not shown.filter(record("tokenicer.tokenicer", logging.INFO))
     assert not shown.filter(record("transformers.modeling_utils", logging.WARNING))
     assert shown.filter(record("gptqmodel", logging.ERROR))
+
+
+def test_what_a_library_printed_survives_a_process_that_exits_without_unwinding(tmp_path: Path) -> None:
+    result, _ = scenario(tmp_path, "exit")
+    assert result.returncode == 1
+    left = list(tmp_path.glob("trainer.log.unfinished-*"))
+    assert len(left) == 1
+    text = left[0].read_text()
+    assert "the last words of a library" in text and "native write to fd 2" in text
+    scenario(tmp_path, "ok")
+    assert (
+        len(list(tmp_path.glob("trainer.log.unfinished-*"))) == 1
+    )  # a finished block leaves none of its own

@@ -9,9 +9,10 @@ from conftest import ASSETS
 
 from trainer.config import ArtifactConfig, QuantFormat
 from trainer.errors import ConfigError
+from trainer.families import read_facts
 from trainer.stages import quantize as quantize_stage
 
-CONFIG = json.loads((ASSETS / "tiny-base" / "config.json").read_text())
+FACTS = read_facts(ASSETS / "tiny-base")
 
 
 @pytest.mark.parametrize(
@@ -38,14 +39,14 @@ CONFIG = json.loads((ASSETS / "tiny-base" / "config.json").read_text())
 )
 def test_invalid_settings_fail_before_quantizing(spec: ArtifactConfig, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
-        quantize_stage.check_artifact("x", spec, CONFIG, calibration_tokens=100_000)
+        quantize_stage.check_artifact("x", spec, FACTS, calibration_tokens=100_000)
     assert str(caught.value).startswith("quantize.artifacts.x.")
 
 
 def test_too_few_calibration_tokens_names_the_fix() -> None:
     with pytest.raises(ConfigError, match=r"holds 100 tokens.*data.calibration.samples"):
         quantize_stage.check_artifact(
-            "x", ArtifactConfig(format=QuantFormat.gptq), CONFIG, calibration_tokens=100
+            "x", ArtifactConfig(format=QuantFormat.gptq), FACTS, calibration_tokens=100
         )
 
 
@@ -55,20 +56,20 @@ def test_valid_settings_pass() -> None:
         ArtifactConfig(format=QuantFormat.gptq, bits=8, group_size=-1, desc_act=True),
         ArtifactConfig(format=QuantFormat.awq, bits=4, group_size=64, sym=False),
     ):
-        quantize_stage.check_artifact("x", spec, CONFIG, calibration_tokens=100_000)
+        quantize_stage.check_artifact("x", spec, FACTS, calibration_tokens=100_000)
 
 
 def test_bad_gguf_settings_fail_before_quantizing() -> None:
     with pytest.raises(ConfigError, match=r"^quantize.artifacts.g.gguf_type: .*Q4_K_M"):
         quantize_stage.check_artifact(
-            "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_Z"), CONFIG, 100_000
+            "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_Z"), FACTS, 100_000
         )
     with pytest.raises(ConfigError, match=r"^quantize.artifacts.g.gguf_type: .*imatrix"):
         quantize_stage.check_artifact(
-            "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="IQ4_XS", imatrix=False), CONFIG, 100_000
+            "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="IQ4_XS", imatrix=False), FACTS, 100_000
         )
     quantize_stage.check_artifact(
-        "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="q5_k_m"), CONFIG, 100_000
+        "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="q5_k_m"), FACTS, 100_000
     )
 
 

@@ -178,6 +178,26 @@ def test_attention_choice_reaches_the_loaded_model(choice: str, kernel: str) -> 
 
 
 @pytest.mark.slow
+def test_4bit_layers_keep_their_training_layout_through_an_eval_pass() -> None:
+    """On an AVX512-BF16 CPU bitsandbytes repacks a 4-bit weight for its inference kernel in eval
+    mode and never back; training after the first eval pass broke (Qwen2's bias). Simulated here on
+    any CPU by saying every layer has that kernel."""
+    import torch
+    from bitsandbytes.nn import Linear4bit
+
+    cfg = compose_typed(["recipe=support-fr"])
+    model = train_stage.load_quantized_base(cfg, "cpu", DType.float32)
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = True
+    assert train_stage.keep_4bit_layout_for_training(model) == len(layers) > 0
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 20, 30, 40]]))
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)
+
+
+@pytest.mark.slow
 def test_unknown_lora_target_is_refused_before_training(tiny_tokenizer) -> None:
     from transformers import AutoModelForCausalLM
 

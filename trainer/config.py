@@ -178,6 +178,9 @@ class ModelConfig:
     dtype: DType = DType.bfloat16
     # A Jinja chat template (inline text, or a path to a .jinja file) replacing the tokenizer's own.
     chat_template: str | None = None
+    # llama.cpp's name for the BPE pre-tokenizer (qwen2, llama-bpe, ...), for a tokenizer its GGUF
+    # converter does not recognise by hash (a retrained one); the tokenizer check verifies it.
+    gguf_pre_tokenizer: str | None = None
 
 
 @dataclass
@@ -207,6 +210,9 @@ class DataConfig:
     eval_size: int | None = None
     split_seed: int = 0
     hub_split: str = "train"
+    # Put a system message in front of the first user message (Gemma's and Mistral's templates have
+    # no system role); the data, task and chat prompts alike.
+    fold_system: bool = False
     # Conversations longer than this (in tokens, rendered with the chat template) meet the `too_long` policy.
     max_length: int = 1024
     on_problem: Dict[str, Policy] = field(default_factory=_default_policies)  # noqa: UP006
@@ -626,7 +632,8 @@ def validate(cfg: TrainerConfig) -> None:
     if tasks.path is not None:
         from trainer.evaluation.tasks import load_rows
 
-        load_rows(Path(tasks.path), tasks.limit, tasks.scorers)  # every row and check, before any stage
+        # Every row and check, before any stage.
+        load_rows(Path(tasks.path), tasks.limit, tasks.scorers, cfg.data.fold_system)
     if cfg.eval.drift.path is not None and cfg.eval.drift.tokens > 0:
         from trainer.evaluation.drift import drift_texts
 

@@ -23,7 +23,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,15 @@ class RawRow:
 class Conversation:
     where: str
     messages: list[dict[str, str]]
+
+
+def fold_system(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """The conversation without its system message: that text opens the first user message, as
+    the families whose templates have no system role are prompted with one."""
+    if not messages or messages[0]["role"] != "system" or len(messages) < 2 or messages[1]["role"] != "user":
+        return [dict(m) for m in messages]
+    system, user, *rest = messages
+    return [{"role": "user", "content": f"{system['content']}\n\n{user['content']}"}, *map(dict, rest)]
 
 
 class RowError(Exception):

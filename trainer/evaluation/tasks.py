@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from trainer.conversations import fold_system
 from trainer.errors import ConfigError
 from trainer.evaluation import scorers
 
@@ -75,8 +76,10 @@ def load_rows(
     path: Path,
     limit: int | None = None,
     scorers_per_task: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    fold: bool = False,
 ) -> list[TaskRow]:
-    """Every row checked (file and line in each error) before any model loads; the first `limit` kept."""
+    """Every row checked (file and line in each error) before any model loads; the first `limit` kept.
+    `fold`: each prompt's system message opens its first user message (`data.fold_system`)."""
     if not path.is_file():
         raise ConfigError(f"eval.tasks.path: no such file {path}")
     rows = []
@@ -89,7 +92,8 @@ def load_rows(
                 raw = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from exc
-            rows.append(_row(raw, where, scorers_per_task or {}))
+            row = _row(raw, where, scorers_per_task or {})
+            rows.append(replace(row, messages=tuple(fold_system(row.messages))) if fold else row)
     if not rows:
         raise ConfigError(f"eval.tasks.path: {path} holds no task rows")
     return rows[:limit] if limit else rows

@@ -31,7 +31,7 @@ import numpy as np
 from rich.progress import track
 
 from trainer.config import CalibrationConfig, CalibrationSource, DataConfig, Policy
-from trainer.conversations import Conversation, Problem, iter_conversations
+from trainer.conversations import Conversation, Problem, fold_system, iter_conversations
 from trainer.errors import DataValidationError, TrainerError
 from trainer.modeling import load_tokenizer
 from trainer.pipeline import StageContext
@@ -44,7 +44,24 @@ TOKENIZE_BATCH = 256
 
 
 def render(tokenizer: Any, conversations: list[Conversation]) -> list[str]:
-    return [tokenizer.apply_chat_template(c.messages, tokenize=False) for c in conversations]
+    """Each conversation through the chat template; one the template refuses names its row and the fix."""
+    from jinja2 import TemplateError
+
+    texts = []
+    for conversation in conversations:
+        try:
+            texts.append(tokenizer.apply_chat_template(conversation.messages, tokenize=False))
+        except TemplateError as exc:
+            fix = (
+                "set data.fold_system=true to put the system message in front of the first user message, "
+                "or drop the system messages"
+                if any(m["role"] == "system" for m in conversation.messages)
+                else "set model.chat_template to a template that renders it"
+            )
+            raise DataValidationError(
+                f"{conversation.where}: the model's chat template refuses this conversation ({exc}); {fix}"
+            ) from exc
+    return texts
 
 
 def text_key(text: str) -> bytes:
@@ -125,6 +142,8 @@ class Source:
                 raise
             except (OSError, ValueError) as exc:  # missing, unreadable, unsupported: the message names it
                 raise TrainerError(f"{self.key}: {exc}") from exc
+            if isinstance(item, Conversation) and self.cfg.fold_system:
+                item = Conversation(item.where, fold_system(item.messages))
             yield item
 
     def conversations(self, expected: int) -> Iterator[Conversation]:

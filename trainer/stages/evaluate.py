@@ -93,7 +93,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     eval_jsonl = ctx.stage_dir(Stage.data) / "eval.jsonl"
     tokenizer_dir = ctx.stage_dir(Stage.merge) / "model"
     tasks_cfg = cfg.eval.tasks
-    rows = load_rows(Path(tasks_cfg.path), tasks_cfg.limit, tasks_cfg.scorers) if tasks_cfg.path else []
+    rows = (
+        load_rows(Path(tasks_cfg.path), tasks_cfg.limit, tasks_cfg.scorers, cfg.data.fold_system)
+        if tasks_cfg.path
+        else []
+    )
     texts = drift_texts(cfg.eval.drift.path) if cfg.eval.drift.tokens > 0 else []
     models = artifact_models(ctx)
     # Merged first: its top-k distributions are the reference every other model is measured against.

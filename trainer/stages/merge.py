@@ -125,6 +125,24 @@ def merged_weight(weight: Any, factors: LoraModule, scaling: float) -> Any:
     return w
 
 
+def tied_head_copy(pending: set[str], replaced: dict[str, Any]) -> set[str]:
+    """The trained LM head a checkpoint with tied embeddings does not store, when it is the trained
+    embeddings themselves (`lora.modules_to_save` with PEFT's weight tying): the merged model stays
+    tied, as its family expects (Gemma's GGUF has no output tensor at all). A head that differs
+    from the embeddings cannot be written into a tied checkpoint: that is an error."""
+    import torch
+
+    heads = {key for key in pending if key.endswith("lm_head.weight")}
+    embeddings = [tensor for key, tensor in replaced.items() if key.endswith("embed_tokens.weight")]
+    for key in heads:
+        if not embeddings or not torch.equal(replaced[key], embeddings[0]):
+            raise TrainerError(
+                f"the adapter trained {key} apart from the embeddings, but the base ties them (it stores no "
+                "LM head); train them tied (lora.modules_to_save: [embed_tokens, lm_head] does) or leave lm_head out"
+            )
+    return heads
+
+
 def merge_into(
     checkpoint: Path,
     adapter_dir: Path,
@@ -170,6 +188,7 @@ def merge_into(
             del tensor
         writer.close()
         total_size += writer.nbytes
+    pending -= tied_head_copy(pending, replaced)
     if pending:
         raise TrainerError(
             f"adapter modules not found in the base checkpoint {checkpoint}: {sorted(pending)[:5]}"

@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainer import families
 from trainer.config import ArtifactConfig, QuantFormat, Stage, TrainerConfig
 from trainer.disk import quantized_bytes, require_free
 from trainer.errors import ConfigError
+from trainer.families import ModelFacts, read_facts
 from trainer.pipeline import StageContext
 from trainer.progress import stage_bar
 
@@ -27,18 +29,6 @@ log = logging.getLogger(__name__)
 BITS = {QuantFormat.gptq: (2, 3, 4, 8), QuantFormat.awq: (4,)}
 BACKENDS = ("gptqmodel", "autoawq")
 MIN_CALIBRATION_TOKENS = 512
-
-
-def linear_input_sizes(config: dict[str, Any]) -> dict[str, int]:
-    """in_features of each kind of linear layer in a Llama-like decoder."""
-    hidden = config["hidden_size"]
-    heads = config["num_attention_heads"]
-    head_dim = config.get("head_dim") or hidden // heads
-    return {
-        "q/k/v_proj, gate/up_proj": hidden,
-        "o_proj": heads * head_dim,
-        "down_proj": config["intermediate_size"],
-    }
 
 
 def check_settings(name: str, spec: ArtifactConfig) -> None:
@@ -65,20 +55,11 @@ def check_settings(name: str, spec: ArtifactConfig) -> None:
         raise ConfigError(f"{key}.desc_act=true: AWQ has no act-order; set it false")
 
 
-def check_artifact(
-    name: str, spec: ArtifactConfig, model_config: dict[str, Any], calibration_tokens: int
-) -> None:
+def check_artifact(name: str, spec: ArtifactConfig, facts: ModelFacts, calibration_tokens: int) -> None:
     """The settings, then what needs the merged model and the calibration set."""
     check_settings(name, spec)
+    families.check_artifact(name, spec, facts)
     key = f"quantize.artifacts.{name}"
-    if spec.format is not QuantFormat.gguf and spec.group_size != -1:
-        for layers, size in linear_input_sizes(model_config).items():
-            if size % spec.group_size:
-                divisors = [g for g in (32, 64, 128, 256) if size % g == 0]
-                raise ConfigError(
-                    f"{key}.group_size={spec.group_size} does not divide the input size {size} of {layers}; "
-                    f"use one of {divisors} or -1"
-                )
     if calibration_tokens < MIN_CALIBRATION_TOKENS:
         raise ConfigError(
             f"{key}: the calibration set holds {calibration_tokens} tokens, fewer than {MIN_CALIBRATION_TOKENS}; "
@@ -223,6 +204,7 @@ def build(
             out.parent / "gguf-work",  # the 16-bit GGUF and imatrix, shared by this run's GGUF artifacts
             model_name=cfg.name,
             calibration_source="data/calibration.jsonl",
+            pre_tokenizer=cfg.model.gguf_pre_tokenizer,
         )
         extra = {"model_file": built["file"], "gguf": built}
         settings: dict[str, Any] = {"gguf_type": spec.gguf_type, "imatrix": spec.imatrix}
@@ -251,11 +233,11 @@ def build(
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     merged = ctx.stage_dir(Stage.merge) / "model"
-    model_config = json.loads((merged / "config.json").read_text())
+    facts = read_facts(merged)
     calib, calib_hash = calibration_rows(ctx.stage_dir(Stage.data))
     specs = {name: cfg.quantize.artifacts[name] for name in cfg.quantize.enabled}
     for name, spec in specs.items():
-        check_artifact(name, spec, model_config, sum(len(c) for c in calib))
+        check_artifact(name, spec, facts, sum(len(c) for c in calib))
     ggufs = sum(spec.format is QuantFormat.gguf for spec in specs.values())
     needed = quantized_bytes(merged, [spec.bits for spec in specs.values()], ggufs)
     require_free(ctx.out_dir, needed, f"quantizing {', '.join(specs)}")

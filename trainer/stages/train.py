@@ -107,6 +107,25 @@ def linear_names(model: Any) -> set[str]:
     return names
 
 
+def keep_4bit_layout_for_training(model: Any) -> int:
+    """Keep bitsandbytes from repacking the 4-bit weights for its CPU inference kernel.
+
+    On a CPU with AVX512-BF16 (Intel Xeon with AMX), a `Linear4bit` that runs in eval mode on an
+    input without grad repacks its weight for `gemv_4bit`, and nothing packs it back when
+    training resumes: every later training forward then goes through the inference kernel, which
+    adds the bias in place (Qwen2's q/k/v bias: "a view of a leaf Variable that requires grad is
+    being used in an in-place operation") and carries no gradient to its input. Training runs an
+    eval pass before the first step, so the repacking is switched off on every 4-bit layer.
+    Returns how many layers were switched.
+    """
+    from bitsandbytes.nn import Linear4bit
+
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
 def quantized_module_names(model: Any) -> list[str]:
     from bitsandbytes.nn import Linear4bit
 
@@ -129,10 +148,18 @@ def check_lora(lora: LoraConfig, model: Any) -> None:
         raise ConfigError(f"lora.modules_to_save: {missing_saved} not in this model")
 
 
-def peft_config(lora: LoraConfig) -> Any:
+def peft_config(lora: LoraConfig, model: Any) -> Any:
+    """PEFT's LoRA config; `all-linear` means the model's linear layers, named here.
+
+    PEFT's own `all-linear` also wraps a mixture's expert tensors (3-D parameters in transformers 5,
+    not linear layers), which trains only without dropout and which the merge stage cannot write
+    back into the checkpoint's per-expert tensors: experts stay frozen, attention adapts.
+    """
     from peft import LoraConfig as PeftLoraConfig
 
-    targets: Any = "all-linear" if lora.target_modules == ["all-linear"] else list(lora.target_modules)
+    targets = (
+        sorted(linear_names(model)) if lora.target_modules == ["all-linear"] else list(lora.target_modules)
+    )
     return PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -141,6 +168,9 @@ def peft_config(lora: LoraConfig) -> Any:
         use_rslora=lora.use_rslora,
         use_dora=lora.use_dora,
         modules_to_save=list(lora.modules_to_save) or None,
+        # A base with tied embeddings keeps them tied when both are trained (Qwen2.5 small, Gemma):
+        # one trained matrix, merged back into a checkpoint that stores it once.
+        ensure_weight_tying=True,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -348,6 +378,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     started = time.time()
     model = load_quantized_base(cfg, device, dtype)
+    keep_4bit_layout_for_training(model)
     check_lora(cfg.lora, model)
     if warning := packing_warning(cfg.train.packing, getattr(model.config, "_attn_implementation", None)):
         log.warning(warning)
@@ -363,7 +394,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        peft_config=peft_config(cfg.lora),
+        peft_config=peft_config(cfg.lora, model),
     )
     if cast := keep_adapter_in_float32(trainer.model, dtype):
         log.info("training the %d adapter tensors in float32 (TRL had cast them to bf16)", cast)
