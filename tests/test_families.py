@@ -160,3 +160,16 @@ def test_a_group_size_the_layers_refuse_stops_the_run_before_its_first_stage(tmp
     assert result.returncode == 2, result.stdout[-2000:]
     assert "quantize.artifacts.gptq-w4g128.group_size=96 does not divide the input size 256" in result.stdout
     assert not (run_dir / "data").exists()
+
+
+def test_a_pre_tokenizer_llama_cpp_does_not_know_is_refused_at_config_time() -> None:
+    from conftest import compose_typed
+
+    with pytest.raises(
+        ConfigError, match=r"^model.gguf_pre_tokenizer: 'qwen-2' is no pre-tokenizer .* qwen2"
+    ):
+        compose_typed(["recipe=support-fr", "model.gguf_pre_tokenizer=qwen-2"])
+    assert (
+        compose_typed(["recipe=support-fr", "model.gguf_pre_tokenizer=qwen2"]).model.gguf_pre_tokenizer
+        == "qwen2"
+    )

@@ -31,7 +31,7 @@ SHORT = [
     "data.eval_size=8",
     "data.calibration.samples=16",
     "eval.drift.tokens=256",
-    "eval.tasks.limit=2",
+    "eval.tasks.limit=1",
     "eval.tasks.max_new_tokens=8",
     "eval.gate=warn",  # random weights: the gates have nothing to judge
 ]
@@ -101,6 +101,9 @@ def test_the_whole_flow_runs_on_the_family(family: str, tmp_path: Path) -> None:
     # train moved the loss; merge kept the head tied or untied as the base has it
     train = json.loads((run_dir / "train" / "metrics.json").read_text())
     assert train["eval_loss_after"] < train["eval_loss_before"]
+    # The merged weights on the dequantized base compute what PEFT's adapter on the 4-bit base did.
+    merge = json.loads((run_dir / "merge" / "DONE.json").read_text())["summary"]
+    assert merge["eval_loss_dequantized"] == pytest.approx(train["eval_loss_after"], abs=0.02)
     assert read_facts(run_dir / "merge" / "model").tied_embeddings == read_facts(twin).tied_embeddings
 
     # quantize + evaluate: every artifact built and scored in its runtime
@@ -126,7 +129,12 @@ def test_a_gguf_the_tokenizer_cannot_serve_is_refused_before_training(tmp_path: 
     twin = build_twin(FAMILIES["phi3"], tmp_path / "twin")
     run_dir = tmp_path / "run"
     result = run_trainer(
-        ["recipe=support-fr", f"model.name_or_path={twin}", f"hydra.run.dir={run_dir}"],
+        [
+            "recipe=support-fr",
+            "quantize.enabled=[gguf-q4_k_m]",
+            f"model.name_or_path={twin}",
+            f"hydra.run.dir={run_dir}",
+        ],
         cwd=tmp_path,
         timeout=300,
     )

@@ -103,11 +103,11 @@ def test_the_console_handler_keeps_the_runs_records_and_other_libraries_errors_o
 def test_what_a_library_printed_survives_a_process_that_exits_without_unwinding(tmp_path: Path) -> None:
     result, _ = scenario(tmp_path, "exit")
     assert result.returncode == 1
-    left = list(tmp_path.glob("trainer.log.unfinished-*"))
+    left = list(tmp_path.glob("trainer.unfinished-*.log"))
     assert len(left) == 1
     text = left[0].read_text()
     assert "the last words of a library" in text and "native write to fd 2" in text
     scenario(tmp_path, "ok")
     assert (
-        len(list(tmp_path.glob("trainer.log.unfinished-*"))) == 1
+        len(list(tmp_path.glob("trainer.unfinished-*.log"))) == 1
     )  # a finished block leaves none of its own

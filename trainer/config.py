@@ -634,6 +634,16 @@ def validate(cfg: TrainerConfig) -> None:
 
         # Every row and check, before any stage.
         load_rows(Path(tasks.path), tasks.limit, tasks.scorers, cfg.data.fold_system)
+    if cfg.model.gguf_pre_tokenizer is not None:
+        from trainer.gguf import known_pre_tokenizers
+
+        known = known_pre_tokenizers()
+        _check(
+            cfg.model.gguf_pre_tokenizer in known,
+            "model.gguf_pre_tokenizer",
+            f"{cfg.model.gguf_pre_tokenizer!r} is no pre-tokenizer llama.cpp knows; e.g. qwen2 (Qwen2/2.5/3), "
+            f"llama-bpe (Llama 3), gpt-2; all {len(known)}: {', '.join(known)}",
+        )
     if cfg.eval.drift.path is not None and cfg.eval.drift.tokens > 0:
         from trainer.evaluation.drift import drift_texts
 

