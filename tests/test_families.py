@@ -15,7 +15,7 @@ from conftest import ASSETS, REPO
 from trainer.config import ArtifactConfig, QuantFormat
 from trainer.conversations import Conversation, fold_system
 from trainer.errors import ConfigError, DataValidationError, TrainerError
-from trainer.families import check_artifact, read_facts
+from trainer.families import check_artifact_for_model, read_facts
 
 sys.path.insert(0, str(REPO / "scripts"))
 from build_family_twins import FAMILIES, build_twin
@@ -53,18 +53,24 @@ def test_facts_follow_each_family_s_own_layout(twins: dict[str, Path]) -> None:
 
 def test_group_size_is_checked_against_the_fused_layers_too(twins: dict[str, Path]) -> None:
     facts = read_facts(twins["phi3"])
-    check_artifact("g", ArtifactConfig(format=QuantFormat.gptq, group_size=128), facts)
+    check_artifact_for_model("g", ArtifactConfig(format=QuantFormat.gptq, group_size=128), facts)
     with pytest.raises(ConfigError, match=r"^quantize.artifacts.g.group_size=96 does not divide .* of mlp\."):
-        check_artifact("g", ArtifactConfig(format=QuantFormat.gptq, group_size=96), facts)
+        check_artifact_for_model("g", ArtifactConfig(format=QuantFormat.gptq, group_size=96), facts)
 
 
 def test_a_mixture_s_importance_matrix_is_refused_and_its_plain_gguf_is_not(twins: dict[str, Path]) -> None:
     facts = read_facts(twins["mixtral"])
     with pytest.raises(ConfigError, match=r"^quantize.artifacts.g.imatrix=true: .* mixture of 4 experts"):
-        check_artifact("g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_M", imatrix=True), facts)
-    check_artifact("g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_M", imatrix=False), facts)
+        check_artifact_for_model(
+            "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_M", imatrix=True), facts
+        )
+    check_artifact_for_model(
+        "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_M", imatrix=False), facts
+    )
     dense = read_facts(twins["mistral"])
-    check_artifact("g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_M", imatrix=True), dense)
+    check_artifact_for_model(
+        "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_M", imatrix=True), dense
+    )
 
 
 def test_a_quantizer_known_to_fail_on_a_family_is_refused_naming_why(twins: dict[str, Path]) -> None:
@@ -72,8 +78,8 @@ def test_a_quantizer_known_to_fail_on_a_family_is_refused_naming_why(twins: dict
     with pytest.raises(
         ConfigError, match=r"^quantize.artifacts.a: awq through gptqmodel .* Phi3ForCausalLM: .*q_zeros"
     ):
-        check_artifact("a", awq, read_facts(twins["phi3"]))
-    check_artifact("a", awq, read_facts(twins["mistral"]))
+        check_artifact_for_model("a", awq, read_facts(twins["phi3"]))
+    check_artifact_for_model("a", awq, read_facts(twins["mistral"]))
 
 
 def test_fold_system_opens_the_first_user_message() -> None:

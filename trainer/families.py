@@ -114,7 +114,7 @@ def local_checkpoint(name_or_path: str, revision: str | None = None) -> Path | N
     return found if (found / "config.json").exists() else None
 
 
-def check_artifact(name: str, spec: ArtifactConfig, facts: ModelFacts) -> None:
+def check_artifact_for_model(name: str, spec: ArtifactConfig, facts: ModelFacts) -> None:
     """One artifact against the model's layers and its family's known limits."""
     key = f"quantize.artifacts.{name}"
     if spec.format is not QuantFormat.gguf and spec.group_size != -1:
@@ -146,5 +146,5 @@ def check_base(cfg: TrainerConfig) -> Path | None:
     facts = read_facts(folder)
     if Stage.quantize in cfg.stages:
         for name in cfg.quantize.enabled:
-            check_artifact(name, cfg.quantize.artifacts[name], facts)
+            check_artifact_for_model(name, cfg.quantize.artifacts[name], facts)
     return folder

@@ -220,7 +220,6 @@ class Runner:
         check_base_weights(self.cfg.model, self.cfg.cache_dir)  # before any stage spends time
         if distributed.is_main():
             self._check_base_model()
-        if distributed.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.run_dir.glob(".*.old-*"):
                 shutil.rmtree(stale, ignore_errors=True)

@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer import families
 from trainer.config import ArtifactConfig, QuantFormat, Stage, TrainerConfig
 from trainer.disk import quantized_bytes, require_free
 from trainer.errors import ConfigError
-from trainer.families import ModelFacts, read_facts
+from trainer.families import ModelFacts, check_artifact_for_model, read_facts
 from trainer.pipeline import StageContext
 from trainer.progress import stage_bar
 
@@ -58,7 +57,7 @@ def check_settings(name: str, spec: ArtifactConfig) -> None:
 def check_artifact(name: str, spec: ArtifactConfig, facts: ModelFacts, calibration_tokens: int) -> None:
     """The settings, then what needs the merged model and the calibration set."""
     check_settings(name, spec)
-    families.check_artifact(name, spec, facts)
+    check_artifact_for_model(name, spec, facts)
     key = f"quantize.artifacts.{name}"
     if calibration_tokens < MIN_CALIBRATION_TOKENS:
         raise ConfigError(
