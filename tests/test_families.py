@@ -179,3 +179,27 @@ def test_a_pre_tokenizer_llama_cpp_does_not_know_is_refused_at_config_time() -> 
         compose_typed(["recipe=support-fr", "model.gguf_pre_tokenizer=qwen2"]).model.gguf_pre_tokenizer
         == "qwen2"
     )
+
+
+def test_a_base_passes_the_gguf_checks_once_per_tokenizer_settings_and_versions(tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    from conftest import compose_typed
+
+    from trainer.pipeline import gguf_check_record
+
+    base = tmp_path / "base"
+    shutil.copytree(ASSETS / "tiny-base", base)
+    cfg = compose_typed(["recipe=support-fr"])
+    cfg = dataclasses.replace(cfg, cache_dir=str(tmp_path / "cache"))
+    record = gguf_check_record(base, cfg, imatrix=True)
+    assert record is not None and record.parent == tmp_path / "cache" / "gguf-checks"
+    (base / "model.safetensors").write_bytes(b"other weights")  # the checks read no weight
+    assert gguf_check_record(base, cfg, imatrix=True) == record
+    assert gguf_check_record(base, cfg, imatrix=False) != record
+    named = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, gguf_pre_tokenizer="llama-bpe"))
+    assert gguf_check_record(base, named, imatrix=True) != record
+    (base / "tokenizer_config.json").write_text("{}")
+    assert gguf_check_record(base, cfg, imatrix=True) != record
+    assert gguf_check_record(base, dataclasses.replace(cfg, cache_dir=None), imatrix=True) is None

@@ -136,6 +136,20 @@ def test_the_recommendation_takes_the_best_passing_artifact_per_target_or_says_w
     assert cpu["artifact"] is None and cpu["stopped"] == {"gguf-q2_k": "mean KLD 0.09 (max 0.05)"}
 
 
+def test_judging_gates_every_artifact_names_why_and_leaves_base_and_merged_ungated() -> None:
+    base = scored("base", "hf-bf16", delta=None, kld=None, top1=None, task=0.0)
+    crashed = {**scored("gguf-q4_k_m", "gguf"), "error": "llama.cpp killed by SIGSEGV"}
+    results = [base, MERGED, scored("gptq-w4g128", "gptq", delta=3.0), crashed]
+    judged = gates.judge_all(results, GatesConfig())
+    assert [r["passed_gate"] for r in judged.results] == [None, None, True, False]
+    assert judged.reasons == {"gguf-q4_k_m": "llama.cpp killed by SIGSEGV"}
+    assert judged.recommendation[0]["artifact"] == "gptq-w4g128"
+    strict = gates.judge_all(results, GatesConfig(max_ppl_delta_pct=1.0))
+    assert strict.failed == ["gptq-w4g128", "gguf-q4_k_m"]
+    assert strict.reasons["gptq-w4g128"] == "perplexity Δ% +3.00 (max 1)"
+    assert "passed_gate" not in results[2]  # the measurements are left as they were
+
+
 def test_evaluate_time_is_summed_per_part_over_models_and_the_rest_is_process_start() -> None:
     from trainer.stages.evaluate import seconds_by_part
 

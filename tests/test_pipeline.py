@@ -129,6 +129,15 @@ def test_changed_config_reruns_that_stage_and_downstream(tmp_path: Path, fake: F
     assert fake.calls == []  # hardware does not change what a stage computes
 
 
+def test_a_new_quality_threshold_rejudges_in_export_without_scoring_again() -> None:
+    before = compose_raw(["recipe=support-fr"])
+    after = compose_raw(["recipe=support-fr", "eval.gates.max_ppl_delta_pct=0", "eval.gate=warn"])
+    assert pipeline.fingerprint(before, Stage.evaluate) == pipeline.fingerprint(after, Stage.evaluate)
+    assert pipeline.fingerprint(before, Stage.export) != pipeline.fingerprint(after, Stage.export)
+    rescored = compose_raw(["recipe=support-fr", "eval.tasks.limit=1"])
+    assert pipeline.fingerprint(before, Stage.evaluate) != pipeline.fingerprint(rescored, Stage.evaluate)
+
+
 def test_upstream_rerun_invalidates_a_stage_not_selected(tmp_path: Path, fake: FakeStages) -> None:
     make_runner(tmp_path, ["stages=[data,train]"]).run()
     make_runner(tmp_path, ["stages=[data]", "force=[data]"]).run()

@@ -19,6 +19,7 @@ from rich.text import Text
 from trainer import distributed
 from trainer.config import GateMode, TrainerConfig, register_schema, to_typed
 from trainer.errors import JobFailed, TrainerError
+from trainer.evaluation.gates import judge_all
 from trainer.logs import console_shows_own_records, keep_console_on_terminal, log_to_file_only
 from trainer.pipeline import Runner, StageResult, summary_table
 from trainer.run_lock import RunLock
@@ -39,13 +40,12 @@ def stop(code: int, reason: str) -> None:
     sys.exit(code)
 
 
-def gate_failures(run_dir: Path) -> dict[str, str]:
-    """Each artifact that failed the quality gate, with why."""
+def gate_failures(run_dir: Path, cfg: TrainerConfig) -> dict[str, str]:
+    """Each artifact that fails the quality gate under this command's thresholds, with why."""
     results = run_dir / "evaluate" / "results.json"
     if not results.exists():
         return {}
-    payload = json.loads(results.read_text())
-    return {name: payload.get("reasons", {}).get(name, "failed") for name in payload["failed"]}
+    return judge_all(json.loads(results.read_text())["results"], cfg.eval.gates).reasons
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -78,7 +78,7 @@ def finish(cfg: TrainerConfig, run_dir: Path, results: list[StageResult], consol
     if (run_dir / "export" / "DONE.json").exists():
         publish(run_dir)
         console.print(report_table(run_dir))
-    failed = gate_failures(run_dir)
+    failed = gate_failures(run_dir, cfg)
     if failed and cfg.eval.gate is GateMode.fail:
         reason = (
             "; ".join(f"{name}: {why}" for name, why in failed.items()) + " (eval.gate=warn accepts them)"

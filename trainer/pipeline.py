@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -39,15 +40,19 @@ log = logging.getLogger(__name__)
 
 MARKER = "DONE.json"
 
-# Config sections each stage reads; a stage's fingerprint covers its own and its upstream ones.
+# Config sections each stage reads (dotted: one key of a section); a stage's fingerprint covers
+# its own and its upstream ones.
 STAGE_SECTIONS: dict[Stage, tuple[str, ...]] = {
     Stage.data: ("model", "data"),
     Stage.train: ("lora", "train"),
     Stage.merge: ("merge",),
     Stage.quantize: ("quantize",),
     Stage.evaluate: ("eval",),
-    Stage.export: (),
+    Stage.export: ("eval.gates", "eval.gate"),
 }
+# Keys of a section that a later stage reads instead: evaluate measures, export judges, so a new
+# quality threshold re-judges the scores in seconds instead of scoring every model again.
+LATER_KEYS: dict[str, tuple[str, ...]] = {"eval": ("gates", "gate")}
 
 # A resumable stage keeps its partial folder between attempts (checkpoints live there) while
 # its config and inputs are unchanged.
@@ -92,11 +97,17 @@ def stage_function(stage: Stage) -> StageFn:
 def fingerprint(raw_cfg: DictConfig, stage: Stage) -> str:
     """Hash of the unresolved config sections the stage and its upstream stages read."""
     upto = STAGE_ORDER[: STAGE_ORDER.index(stage) + 1]
-    sections = {
-        name: OmegaConf.to_container(raw_cfg[name], resolve=False, enum_to_str=True)
-        for s in upto
-        for name in STAGE_SECTIONS[s]
-    }
+    sections = {}
+    for name in (name for s in upto for name in STAGE_SECTIONS[s]):
+        node = OmegaConf.select(raw_cfg, name)
+        value = (
+            OmegaConf.to_container(node, resolve=False, enum_to_str=True)
+            if OmegaConf.is_config(node)
+            else node
+        )
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in LATER_KEYS.get(name, ())}
+        sections[name] = value
     blob = json.dumps(sections, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -124,6 +135,30 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def gguf_check_record(base: Path, cfg: TrainerConfig, imatrix: bool) -> Path | None:
+    """Where a passed GGUF check of this base is remembered (None without a cache folder): keyed by
+    the base's files except its weights (the checks read none), the settings they read and the
+    library versions, so a restarted run or a sweep over one base checks it once."""
+    if not cfg.cache_dir:
+        return None
+    from trainer.preflight import versions
+
+    weights = {".safetensors", ".bin", ".pt", ".pth", ".gguf"}
+    files = {
+        str(path.relative_to(base)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(base.rglob("*"))
+        if path.is_file() and path.suffix not in weights
+    }
+    blob = json.dumps(
+        [files, cfg.model.gguf_pre_tokenizer, cfg.name, imatrix, versions(), sys.executable], sort_keys=True
+    )
+    return (
+        Path(cfg.cache_dir).expanduser()
+        / "gguf-checks"
+        / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
+    )
 
 
 class Runner:
@@ -203,16 +238,23 @@ class Runner:
             for n in self.cfg.quantize.enabled
             if self.cfg.quantize.artifacts[n].format is QuantFormat.gguf
         ]
-        if ggufs:
-            from trainer.gguf import check_tensor_names, check_vocabulary
+        if not ggufs:
+            return
+        imatrix = any(spec.imatrix for spec in ggufs)
+        cached = gguf_check_record(base, self.cfg, imatrix)
+        if cached is not None and cached.exists():
+            log.info("the base's tokenizer and tensor names passed the GGUF checks before (%s)", cached.name)
+            return
+        from trainer.gguf import check_tensor_names, check_vocabulary
 
-            with library_output("GGUF checks", run_log_file(), self.cfg.verbose):
-                if any(spec.imatrix for spec in ggufs):
-                    check_tensor_names(base)
-                seconds = check_vocabulary(base, self.cfg.model.gguf_pre_tokenizer, self.cfg.name)
-            log.info(
-                "the base's tokenizer converts to GGUF and tokenizes as in transformers (%.1f s)", seconds
-            )
+        with library_output("GGUF checks", run_log_file(), self.cfg.verbose):
+            if imatrix:
+                check_tensor_names(base)
+            seconds = check_vocabulary(base, self.cfg.model.gguf_pre_tokenizer, self.cfg.name)
+        log.info("the base's tokenizer converts to GGUF and tokenizes as in transformers (%.1f s)", seconds)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps({"base": str(base), "seconds": round(seconds, 1)}) + "\n")
 
     def run(self) -> list[StageResult]:
         from trainer.modeling import check_base_weights

@@ -10,12 +10,15 @@ figure that cannot be measured (no task set, merged scored 0 on the task) is rep
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from trainer.config import GatesConfig
+
+log = logging.getLogger(__name__)
 
 Result = Mapping[str, Any]
 
@@ -159,3 +162,54 @@ def recommend(results: Sequence[Result]) -> list[dict[str, Any]]:
         )
         out.append({"target": target, "artifact": best["name"], "reason": reason, "stopped": {}})
     return out
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The verdicts on one evaluate stage's measurements under one set of thresholds."""
+
+    results: list[dict[str, Any]]  # each measured result with its gates, gate_failures and passed_gate
+    failed: list[str]  # the artifacts that failed a gate or could not be scored
+    reasons: dict[str, str]  # why, per failed artifact
+    recommendation: list[dict[str, Any]]
+
+
+def judge_all(results: Sequence[Result], gates: GatesConfig) -> Judgement:
+    """Every artifact judged against merged BF16; base and merged are measured, not gated.
+
+    Judging reads the evaluate stage's measurements only, so new thresholds re-judge a run in
+    milliseconds: the export stage and the exit code judge under the config of the command that
+    runs them, and a change to `eval.gates` never scores a model again.
+    """
+    merged = next(r for r in results if r["name"] == "merged")
+    judged = []
+    for result in results:
+        quantized = result["name"] not in ("base", "merged")
+        verdicts = judge(result, merged, gates) if result.get("error") is None else []
+        failing = failures(verdicts)
+        judged.append(
+            {
+                **result,
+                "gates": as_records(verdicts),
+                "gate_failures": failing,
+                "passed_gate": (result.get("error") is None and not failing) if quantized else None,
+            }
+        )
+    reasons = {
+        r["name"]: r.get("error") or "; ".join(r["gate_failures"])
+        for r in judged
+        if r["passed_gate"] is False
+    }
+    return Judgement(judged, list(reasons), reasons, recommend(judged))
+
+
+def log_judgement(judgement: Judgement) -> None:
+    for name, reason in judgement.reasons.items():
+        log.warning("quality gate: %s failed: %s", name, reason)
+    for pick in judgement.recommendation:
+        line = (
+            f"{pick['target']}: {pick['artifact']} ({pick['reason']})"
+            if pick["artifact"]
+            else f"{pick['target']}: none ({pick['reason']})"
+        )
+        log.info("recommended for %s", line)

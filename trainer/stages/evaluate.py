@@ -4,10 +4,11 @@ Base, merged and every quantized artifact are scored on the assistant tokens of 
 split, each loaded in a fresh process by its own runtime, over the identical token set
 (the counts must agree): perplexity, KL divergence and top-1 agreement against merged BF16
 (merged is scored first and leaves its top-k as the reference), the task score, perplexity on
-generic text, and serving figures. An artifact ships when it passes every gate of `eval.gates`
-(trainer/evaluation/gates.py); the best one per serving target is recommended. A model whose
-runtime crashes or fails is recorded with the reason and fails the gate; the others are still
-scored and reported.
+generic text, and serving figures. The export stage judges these figures against `eval.gates`
+(trainer/evaluation/gates.py): an artifact ships when it passes every gate, the best one per
+serving target is recommended, and a new threshold re-judges without scoring again. A model whose
+runtime crashes or fails is recorded with the reason (and fails the gate); the others are still
+scored.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from trainer.config import QuantFormat, Stage
-from trainer.evaluation import gates
 from trainer.evaluation.drift import drift_texts
 from trainer.evaluation.tasks import TaskRow, load_rows
 from trainer.evaluation.tasks import score as score_tasks
@@ -188,8 +187,8 @@ def seconds_by_part(results: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def finish(ctx: StageContext, results: list[dict[str, Any]], task_rows: int) -> dict[str, Any]:
-    """Deltas against merged, every gate's verdict, the recommendation; results.json and the summary."""
-    cfg = ctx.cfg
+    """Deltas against merged; results.json (measurements only: the export stage judges them against
+    `eval.gates`, so a new threshold never scores a model again) and the summary."""
     counts = {r["name"]: r["tokens"] for r in results if r["error"] is None}
     if len(set(counts.values())) > 1:
         raise AssertionError(f"runtimes scored different token sets: {counts}")
@@ -202,45 +201,19 @@ def finish(ctx: StageContext, results: list[dict[str, Any]], task_rows: int) -> 
             result["delta_pct"] = None
         if quantized and result["error"] is None and merged["error"] is not None:
             result["error"] = "no reference: merged BF16 could not be scored"
-        verdicts = gates.judge(result, merged, cfg.eval.gates) if result["error"] is None else []
-        result["gates"] = gates.as_records(verdicts)
-        result["gate_failures"] = gates.failures(verdicts)
-        result["passed_gate"] = (
-            (result["error"] is None and not result["gate_failures"]) if quantized else None
-        )
-    failed = [r["name"] for r in results if r["passed_gate"] is False]
-    reasons = {
-        r["name"]: r["error"] or "; ".join(r["gate_failures"]) for r in results if r["passed_gate"] is False
-    }
-    recommendation = gates.recommend(results)
     merged_ppl = merged["perplexity"]
     seconds = seconds_by_part(results)
     payload = {
         "metric": "perplexity on the assistant tokens of the eval split",
         "tokens": next(iter(counts.values()), None),
-        "gates": asdict(cfg.eval.gates),
-        "gate": cfg.eval.gate.value,
-        "failed": failed,
-        "reasons": reasons,
-        "recommendation": recommendation,
         "task_rows": task_rows,
         "seconds_by_part": seconds,
         "results": results,
     }
     (ctx.out_dir / "results.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     log.info("evaluate seconds by part: %s", ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
-    for name, reason in reasons.items():
-        log.warning("quality gate: %s failed: %s", name, reason)
-    for pick in recommendation:
-        line = (
-            f"{pick['target']}: {pick['artifact']} ({pick['reason']})"
-            if pick["artifact"]
-            else f"{pick['target']}: none ({pick['reason']})"
-        )
-        log.info("recommended for %s", line)
     return {
         "tokens": payload["tokens"],
-        "failed_gate": len(failed),
         "failed_to_score": sum(r["error"] is not None for r in results),
         "merged_perplexity": None if merged_ppl is None else round(merged_ppl, 3),
     }

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import Stage
+from trainer.evaluation import gates
 from trainer.model_card import model_card
 from trainer.pipeline import StageContext
 
@@ -321,11 +322,14 @@ def exported_path(result: dict[str, Any]) -> str:
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg, run_dir, out = ctx.cfg, ctx.run_dir, ctx.out_dir
     evaluated = json.loads((ctx.stage_dir(Stage.evaluate) / "results.json").read_text())
+    # Judged here, under this command's thresholds: a change to eval.gates re-runs export alone.
+    judgement = gates.judge_all(evaluated["results"], cfg.eval.gates)
+    gates.log_judgement(judgement)
     stats = json.loads((ctx.stage_dir(Stage.data) / "stats.json").read_text())
     merge_info = json.loads((ctx.stage_dir(Stage.merge) / "info.json").read_text())
     training = json.loads((ctx.stage_dir(Stage.train) / "metrics.json").read_text())
     artifacts = []
-    for result in evaluated["results"]:
+    for result in judgement.results:
         target = out / result["name"]
         if result["name"] != "base":
             source = Path(result["dir"])
@@ -380,12 +384,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "eval_tokens": evaluated["tokens"],
         "tasks": {"path": cfg.eval.tasks.path, "rows": evaluated.get("task_rows", 0)},
         "gate": {
-            "mode": evaluated["gate"],
-            "thresholds": evaluated["gates"],
-            "failed": evaluated["failed"],
-            "reasons": evaluated.get("reasons", {}),
+            "mode": cfg.eval.gate.value,
+            "thresholds": dataclasses.asdict(cfg.eval.gates),
+            "failed": judgement.failed,
+            "reasons": judgement.reasons,
         },
-        "recommendation": evaluated["recommendation"],
+        "recommendation": judgement.recommendation,
         "evaluate_seconds_by_part": evaluated.get("seconds_by_part", {}),
         "artifacts": artifacts,
     }
@@ -435,7 +439,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     (out / "manifest.json").write_text(
         json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    return {"artifacts": len(artifacts) - 1, "files": len(manifest_files)}
+    return {
+        "artifacts": len(artifacts) - 1,
+        "failed_gate": len(judgement.failed),
+        "files": len(manifest_files),
+    }
 
 
 def publish(run_dir: Path) -> None:
