@@ -58,19 +58,72 @@ def test_group_size_is_checked_against_the_fused_layers_too(twins: dict[str, Pat
         check_artifact_for_model("g", ArtifactConfig(format=QuantFormat.gptq, group_size=96), facts)
 
 
-def test_a_mixture_s_importance_matrix_is_refused_and_its_plain_gguf_is_not(twins: dict[str, Path]) -> None:
-    facts = read_facts(twins["mixtral"])
-    with pytest.raises(ConfigError, match=r"^quantize.artifacts.g.imatrix=true: .* mixture of 4 experts"):
-        check_artifact_for_model(
-            "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_M", imatrix=True), facts
-        )
-    check_artifact_for_model(
-        "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_M", imatrix=False), facts
-    )
-    dense = read_facts(twins["mistral"])
-    check_artifact_for_model(
-        "g", ArtifactConfig(format=QuantFormat.gguf, gguf_type="Q4_K_M", imatrix=True), dense
-    )
+def test_a_mixture_s_importance_matrix_holds_a_row_per_expert_from_the_tokens_routed_to_it(
+    twins: dict[str, Path], tmp_path: Path
+) -> None:
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.gguf import compute_imatrix, load_imatrix, save_imatrix
+
+    twin = twins["mixtral"]
+    tokenizer = AutoTokenizer.from_pretrained(twin)
+    texts = ["Bonjour, ma commande CMD-123 n'est pas arrivée.", "Où est ma facture ?", "Merci beaucoup"]
+    calibration = [tokenizer(text)["input_ids"] for text in texts]
+    imatrix = compute_imatrix(twin, calibration, batch_size=2)
+    model = AutoModelForCausalLM.from_pretrained(twin, dtype=torch.float32)
+    config = model.config
+    tokens = sum(map(len, calibration))
+    for layer in range(config.num_hidden_layers):
+        gate, up, down = (f"blk.{layer}.ffn_{kind}_exps.weight" for kind in ("gate", "up", "down"))
+        assert imatrix.means[gate].shape == (config.num_local_experts, config.hidden_size)
+        assert imatrix.means[down].shape == (config.num_local_experts, config.intermediate_size)
+        np.testing.assert_array_equal(imatrix.means[gate], imatrix.means[up])  # one input, the routed tokens
+        # Each token went to its top-2 experts, padding to none.
+        assert imatrix.counts[gate].sum() == config.num_experts_per_tok * tokens
+        assert imatrix.counts[f"blk.{layer}.attn_q.weight"].tolist() == [tokens]
+    # Layer 0's router and experts by hand, on the first sequence alone.
+    single = compute_imatrix(twin, calibration[:1])
+    seen = []
+    handle = model.model.layers[0].mlp.register_forward_pre_hook(lambda _m, args: seen.append(args[0][0]))
+    with torch.no_grad():
+        model(torch.tensor([calibration[0]]))
+        handle.remove()
+        x = seen[0]
+        chosen = model.model.layers[0].mlp.gate(x)[2]  # the router's top-2 per token
+    routed = [(chosen == e).any(-1) for e in range(config.num_local_experts)]
+    np.testing.assert_array_equal(single.counts["blk.0.ffn_gate_exps.weight"], [int(r.sum()) for r in routed])
+    for expert, mask in enumerate(routed):
+        if mask.any():
+            manual = x[mask].double().pow(2).mean(0).numpy()
+            np.testing.assert_allclose(single.means["blk.0.ffn_gate_exps.weight"][expert], manual, rtol=1e-4)
+    # The file keeps a row and a count per expert, as llama.cpp's imatrix files do.
+    path = tmp_path / "imatrix.gguf"
+    save_imatrix(path, imatrix, {"sequences": 3, "max_tokens": 20}, tokens)
+    loaded = load_imatrix(path)
+    for name, means in imatrix.means.items():
+        np.testing.assert_allclose(loaded.means[name], means, rtol=1e-5)
+        np.testing.assert_array_equal(loaded.counts[name], imatrix.counts[name])
+    # llama.cpp's quantizer takes the rows (a wrong size is an error there) and weighs each expert
+    # with its own: the expert tensors quantize differently with the matrix than without it.
+    import gguf
+
+    from trainer.gguf import convert_to_f16, quantize_gguf
+
+    f16 = tmp_path / "f16.gguf"
+    convert_to_f16(twin, f16)
+    files = {}
+    for label, means in (("plain", None), ("weighted", imatrix.means)):
+        files[label] = tmp_path / f"{label}.gguf"
+        quantize_gguf(f16, files[label], "Q4_K_M", means, {})
+    tensors = {
+        label: {t.name: bytes(t.data) for t in gguf.GGUFReader(str(path)).tensors}
+        for label, path in files.items()
+    }
+    for kind in ("gate", "up", "down"):
+        name = f"blk.1.ffn_{kind}_exps.weight"
+        assert tensors["plain"][name] != tensors["weighted"][name], name
 
 
 def test_a_quantizer_known_to_fail_on_a_family_is_refused_naming_why(twins: dict[str, Path]) -> None:

@@ -52,8 +52,6 @@ FAMILY_ARGS = {
 ARTIFACTS = {
     # AWQ through GPTQModel fails on the fused layers and is refused (tests/test_families.py).
     "phi3": ["gptq-w4g128"],
-    # A mixture's importance matrix would be per expert: refused (tests/test_families.py), built without.
-    "mixtral": ["gptq-w4g128", "awq-w4g128", "gguf-q4_k_m-noimatrix"],
 }
 DEFAULT_ARTIFACTS = ["gptq-w4g128", "awq-w4g128", "gguf-q4_k_m"]
 

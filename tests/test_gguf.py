@@ -222,7 +222,7 @@ def test_imatrix_names_sizes_and_data_dependence(
     from trainer.gguf import compute_imatrix
 
     calibration = calibration[:4]
-    data = compute_imatrix(merged, calibration, batch_size=3)
+    data = compute_imatrix(merged, calibration, batch_size=3).means
     config = hf_model.config
     expected = {"output.weight"} | {
         f"blk.{i}.{name}.weight"
@@ -240,7 +240,7 @@ def test_imatrix_names_sizes_and_data_dependence(
         assert values.dtype == np.float32 and np.isfinite(values).all() and (values >= 0).all()
         assert values.max() > 0
     # Padding is left out: one sequence per batch gives the same means.
-    single = compute_imatrix(merged, calibration, batch_size=1)
+    single = compute_imatrix(merged, calibration, batch_size=1).means
     for name in expected:
         np.testing.assert_allclose(single[name], data[name], rtol=1e-4, atol=1e-7)
     # blk.0's q/k/v input is the first RMSNorm of the embeddings: check the numbers themselves.
@@ -252,27 +252,32 @@ def test_imatrix_names_sizes_and_data_dependence(
     manual = torch.cat(rows).double().pow(2).mean(0).numpy()
     np.testing.assert_allclose(data["blk.0.attn_q.weight"], manual, rtol=1e-4)
     # Other calibration text, other importance.
-    other = compute_imatrix(merged, [ids[::-1] for ids in calibration], batch_size=3)
+    other = compute_imatrix(merged, [ids[::-1] for ids in calibration], batch_size=3).means
     assert not np.allclose(other["blk.3.ffn_down.weight"], data["blk.3.ffn_down.weight"], rtol=1e-3)
 
 
 def test_imatrix_file_round_trip(work: Path) -> None:
     import gguf
 
-    from trainer.gguf import load_imatrix, save_imatrix
+    from trainer.gguf import Imatrix, load_imatrix, save_imatrix
 
     data = {
         "blk.0.attn_q.weight": np.arange(256, dtype=np.float32) / 7,
         "output.weight": np.ones(256, np.float32),
     }
+    counts = {name: np.array([100.0], np.float32) for name in data}
     path = work / "imatrix-roundtrip.gguf"
     save_imatrix(
-        path, data, {"dataset": "data/calibration.jsonl", "sequences": 3, "max_tokens": 40}, tokens=100
+        path,
+        Imatrix(data, counts),
+        {"dataset": "data/calibration.jsonl", "sequences": 3, "max_tokens": 40},
+        tokens=100,
     )
     loaded = load_imatrix(path)
-    assert set(loaded) == set(data)
+    assert set(loaded.means) == set(data)
     for name, values in data.items():
-        np.testing.assert_allclose(loaded[name], values, rtol=1e-6)
+        np.testing.assert_allclose(loaded.means[name], values, rtol=1e-6)
+        assert loaded.counts[name].tolist() == [100.0]
     reader = gguf.GGUFReader(str(path))
     assert reader.fields["general.type"].contents() == "imatrix"
     assert reader.fields["imatrix.datasets"].contents() == ["data/calibration.jsonl"]

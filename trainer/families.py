@@ -121,12 +121,6 @@ def check_artifact_for_model(name: str, spec: ArtifactConfig, facts: ModelFacts)
         error = group_size_error(facts, spec.group_size)
         if error:
             raise ConfigError(f"{key}.{error}")
-    if spec.format is QuantFormat.gguf and spec.imatrix and facts.experts:
-        raise ConfigError(
-            f"{key}.imatrix=true: {facts.architecture} is a mixture of {facts.experts} experts, and the importance "
-            "matrix is collected per linear layer, not per expert (llama.cpp keys an expert tensor's importance by "
-            "expert); set imatrix=false on this artifact (its gguf_type must allow it, e.g. Q4_K_M)"
-        )
     refusal = REFUSALS.get((facts.model_type, spec.format, spec.backend))
     if refusal:
         others = [f.value for f in QuantFormat if not any(k[:2] == (facts.model_type, f) for k in REFUSALS)]

@@ -40,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -409,8 +410,9 @@ def check_vocabulary(base: Path, pre_tokenizer: str | None = None, model_name: s
 
 
 def check_tensor_names(base: Path) -> None:
-    """Before training: every linear layer of the base's architecture has its llama.cpp tensor name,
-    so the importance matrix can be keyed (the model is built on the meta device: no weights load)."""
+    """Before training: every linear layer and expert tensor of the base's architecture has its
+    llama.cpp tensor name, so the importance matrix can be keyed (the model is built on the meta
+    device: no weights load)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -419,6 +421,7 @@ def check_tensor_names(base: Path) -> None:
         model = AutoModelForCausalLM.from_config(config)
     try:
         gguf_linear_names(model)
+        gguf_expert_names(model)
     except TrainerError as exc:
         raise ConfigError(
             f"model.name_or_path={str(base)!r}: {exc}, so no importance matrix could be built after training; "
@@ -464,6 +467,60 @@ def gguf_linear_names(model: Any, include_output: bool = True) -> dict[str, str]
     return names
 
 
+def expert_modules(model: Any) -> dict[str, Any]:
+    """Module name -> each mixture-of-experts module that holds its experts as 3-D tensors
+    (transformers 5's `gate_up_proj` [experts, 2 x intermediate, hidden] and `down_proj`
+    [experts, hidden, intermediate]); any other layout of 3-D expert weights is refused by name."""
+    found = {}
+    for module_name, module in model.named_modules():
+        gate_up, down = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
+        gate_up_shape, down_shape = (tuple(getattr(w, "shape", ())) for w in (gate_up, down))
+        if len(gate_up_shape) != 3 and len(down_shape) != 3:
+            continue
+        standard = len(gate_up_shape) == 3 and down_shape == (
+            gate_up_shape[0],
+            gate_up_shape[2],
+            gate_up_shape[1] // 2,
+        )
+        if not standard or not hasattr(module, "act_fn"):
+            raise TrainerError(
+                f"the experts of {module_name} ({type(module).__name__}) are laid out as {gate_up_shape} and "
+                f"{down_shape}, not [experts, 2 x intermediate, hidden] and [experts, hidden, intermediate]"
+            )
+        found[module_name] = module
+    return found
+
+
+def gguf_expert_names(model: Any) -> dict[str, tuple[str, str, str]]:
+    """Experts module name -> the GGUF names of its gate, up and down tensors (`blk.0.ffn_gate_exps.weight`,
+    ...): llama.cpp stores each kind of expert matrix as one 3-D tensor, quantized like a linear."""
+    import gguf
+    from conversion import get_model_class
+
+    architecture = model.config.architectures[0]
+    mapping = gguf.get_tensor_name_map(
+        get_model_class(architecture).model_arch, model.config.num_hidden_layers
+    )
+    names = {}
+    for module_name in expert_modules(model):
+        kinds = [mapping.get_name(f"{module_name}.{kind}") for kind in ("gate_proj", "up_proj", "down_proj")]
+        if None in kinds:
+            raise TrainerError(f"no GGUF tensor names for the experts of {module_name} in {architecture}")
+        gate, up, down = (f"{kind}.weight" for kind in kinds)
+        names[module_name] = (gate, up, down)
+    return names
+
+
+@dataclass
+class Imatrix:
+    """Per GGUF tensor: the mean of x² per input column (`means`, one row per expert of a mixture's
+    3-D tensor, else one row) and how many tokens each row saw (`counts`). An expert no
+    calibration token was routed to has count 0 and uniform means (its rounding weighed evenly)."""
+
+    means: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray]
+
+
 def compute_imatrix(
     merged_dir: Path,
     calibration: list[list[int]],
@@ -471,16 +528,20 @@ def compute_imatrix(
     include_output: bool = True,
     batch_size: int = 8,
     device: str | None = None,
-) -> dict[str, np.ndarray]:
-    """Per-input-column mean of x² over every calibration token, for each quantized linear layer.
+) -> Imatrix:
+    """Per-input-column mean of x² over every calibration token, for each quantized linear layer,
+    and per expert over the tokens routed to it for a mixture's expert tensors.
 
     This is what llama.cpp's quantizer weighs rounding errors with (`in_sum2 / counts` of its
     imatrix tool, the same numbers its quantize tool hands over). The merged HF model runs in
     fp32 (on CUDA when there is one, else CPU) over the exact calibration token ids, right-padded
     in batches; forward pre-hooks on each `nn.Linear` see its input, and padded positions are left
-    out of sums and counts.
-    Keys are GGUF tensor names (`blk.0.attn_q.weight`, ..., `output.weight`). The input columns
-    of q/k are unaffected by the converter's row permutation, so the vectors apply as they are.
+    out of sums and counts. A mixture's experts module is hooked with the router's choice: each
+    expert's gate/up input is the hidden state of the tokens routed to it, its down input the
+    activation its own gate and up weights make of them (computed again in the hook).
+    Keys are GGUF tensor names (`blk.0.attn_q.weight`, ..., `blk.0.ffn_down_exps.weight`,
+    `output.weight`). The input columns of q/k are unaffected by the converter's row permutation,
+    so the vectors apply as they are.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -491,23 +552,52 @@ def compute_imatrix(
     model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32, device_map={"": device})
     model.eval()
     names = gguf_linear_names(model, include_output)
-    sums = {
-        gguf_name: torch.zeros(model.get_submodule(module).in_features, dtype=torch.float64, device=device)
-        for module, gguf_name in names.items()
-    }
+    experts = expert_modules(model)
+    expert_names = gguf_expert_names(model)
+
+    def zeros(*shape: int) -> Any:
+        return torch.zeros(shape, dtype=torch.float64, device=device)
+
+    dense = set(names.values())
+    sums = {n: zeros(1, model.get_submodule(m).in_features) for m, n in names.items()}
+    counts = {n: zeros(1) for n in names.values()}
+    for module_name, (gate, up, down) in expert_names.items():
+        count, inner, hidden = experts[module_name].gate_up_proj.shape
+        sums.update({gate: zeros(count, hidden), up: zeros(count, hidden), down: zeros(count, inner // 2)})
+        counts.update({gate: zeros(count), up: zeros(count), down: zeros(count)})
     state: dict[str, Any] = {"mask": None}
 
-    def hook_for(gguf_name: str) -> Any:
+    def linear_hook(gguf_name: str) -> Any:
         def hook(_module: Any, inputs: tuple[Any, ...]) -> None:
             x = inputs[0][state["mask"]].double()
-            sums[gguf_name] += (x * x).sum(dim=0)
+            sums[gguf_name][0] += (x * x).sum(dim=0)
+            counts[gguf_name][0] += x.shape[0]
+
+        return hook
+
+    def experts_hook(gate: str, up: str, down: str) -> Any:
+        def hook(module: Any, inputs: tuple[Any, ...]) -> None:
+            hidden_states, top_k_index = inputs[0], inputs[1]
+            keep = state["mask"].reshape(-1)
+            x, chosen = hidden_states[keep], top_k_index[keep]
+            for expert in range(module.gate_up_proj.shape[0]):
+                xe = x[(chosen == expert).any(dim=-1)]
+                if not len(xe):
+                    continue
+                gate_part, up_part = torch.nn.functional.linear(xe, module.gate_up_proj[expert]).chunk(
+                    2, dim=-1
+                )
+                inner = (module.act_fn(gate_part) * up_part).double()
+                xe = xe.double()
+                for name, value in ((gate, xe), (up, xe), (down, inner)):
+                    sums[name][expert] += (value * value).sum(dim=0)
+                    counts[name][expert] += len(value)
 
         return hook
 
     handles = [
-        model.get_submodule(module).register_forward_pre_hook(hook_for(n)) for module, n in names.items()
-    ]
-    count = 0
+        model.get_submodule(module).register_forward_pre_hook(linear_hook(n)) for module, n in names.items()
+    ] + [experts[module].register_forward_pre_hook(experts_hook(*n)) for module, n in expert_names.items()]
     order = sorted(range(len(calibration)), key=lambda i: len(calibration[i]))
     try:
         with torch.inference_mode():
@@ -521,24 +611,27 @@ def compute_imatrix(
                     mask[r, : len(seq)] = True
                 state["mask"] = mask.to(device)
                 model(input_ids=ids.to(device), attention_mask=mask.long().to(device))
-                count += int(mask.sum())
     finally:
         for handle in handles:
             handle.remove()
-    return {name: (total / count).float().cpu().numpy() for name, total in sums.items()}
+    means = {}
+    for name, total in sums.items():
+        seen = counts[name][:, None]
+        mean = torch.where(seen > 0, total / seen.clamp(min=1), 1.0).float().cpu().numpy()
+        means[name] = mean[0] if name in dense else mean
+    return Imatrix(means, {name: count.cpu().numpy() for name, count in counts.items()})
 
 
-def save_imatrix(
-    path: Path, data: Mapping[str, np.ndarray], provenance: Mapping[str, Any], tokens: int
-) -> None:
+def save_imatrix(path: Path, imatrix: Imatrix, provenance: Mapping[str, Any], tokens: int) -> None:
     """Write the matrix in llama.cpp's own imatrix GGUF format, plus `<path>.json` with its provenance.
 
     So `llama-quantize --imatrix <path>` reuses it for any other type. Per entry the file holds
-    `<name>.in_sum2` (sum of x² per column: the mean times `tokens`) and `<name>.counts`
-    (`tokens`), with `general.type = imatrix`, `imatrix.datasets` (the provenance's `dataset`),
-    `imatrix.chunk_count` (the number of calibration sequences, `provenance["sequences"]`) and
-    `imatrix.chunk_size` (the longest sequence, `provenance["max_tokens"]`: our sequences are not
-    fixed-size chunks). The sidecar JSON keeps the whole provenance (calibration hash, ...).
+    `<name>.in_sum2` (sum of x² per column and per expert: the means times the counts) and
+    `<name>.counts` (tokens per expert, one for a dense layer), with `general.type = imatrix`,
+    `imatrix.datasets` (the provenance's `dataset`), `imatrix.chunk_count` (the number of
+    calibration sequences, `provenance["sequences"]`) and `imatrix.chunk_size` (the longest
+    sequence, `provenance["max_tokens"]`: our sequences are not fixed-size chunks). The sidecar
+    JSON keeps the whole provenance (calibration hash, ...) and the calibration's `tokens`.
     """
     import gguf
 
@@ -548,30 +641,37 @@ def save_imatrix(
         writer.add_array(gguf.Keys.IMatrix.DATASETS, [str(provenance.get("dataset", "calibration"))])
         writer.add_uint32(gguf.Keys.IMatrix.CHUNK_COUNT, int(provenance.get("sequences", 0)))
         writer.add_uint32(gguf.Keys.IMatrix.CHUNK_SIZE, int(provenance.get("max_tokens", 0)))
-        for name in sorted(data):
-            means = np.asarray(data[name], dtype=np.float64)
-            writer.add_tensor(f"{name}.in_sum2", (means * tokens).astype(np.float32).reshape(1, -1))
-            writer.add_tensor(f"{name}.counts", np.array([[float(tokens)]], dtype=np.float32))
+        for name in sorted(imatrix.means):
+            counts = np.asarray(imatrix.counts[name], dtype=np.float64).reshape(-1, 1)
+            means = np.asarray(imatrix.means[name], dtype=np.float64).reshape(len(counts), -1)
+            writer.add_tensor(f"{name}.in_sum2", (means * counts).astype(np.float32))
+            writer.add_tensor(f"{name}.counts", counts.astype(np.float32))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-    _write_json(path.with_name(path.name + ".json"), {**provenance, "tokens": tokens, "entries": len(data)})
+    _write_json(
+        path.with_name(path.name + ".json"), {**provenance, "tokens": tokens, "entries": len(imatrix.means)}
+    )
 
 
-def load_imatrix(path: Path) -> dict[str, np.ndarray]:
-    """Per-column means (`in_sum2 / counts`) from an imatrix GGUF, ours or llama.cpp's (dense layers)."""
+def load_imatrix(path: Path) -> Imatrix:
+    """The matrix of an imatrix GGUF, ours or llama.cpp's (a row per expert for 3-D tensors; a row
+    no token reached comes back uniform, as `compute_imatrix` makes it)."""
     import gguf
 
     reader = gguf.GGUFReader(str(path))
     tensors = {t.name: np.asarray(t.data, dtype=np.float64) for t in reader.tensors}
-    out = {}
+    means, counts = {}, {}
     for key, sum2 in tensors.items():
         if key.endswith(".in_sum2"):
             name = key.removesuffix(".in_sum2")
-            counts = tensors[f"{name}.counts"].reshape(-1)
-            out[name] = (sum2.reshape(len(counts), -1) / counts[:, None]).reshape(-1).astype(np.float32)
-    return out
+            count = tensors[f"{name}.counts"].reshape(-1)
+            rows = sum2.reshape(len(count), -1)
+            mean = np.where(count[:, None] > 0, rows / np.maximum(count, 1)[:, None], 1.0).astype(np.float32)
+            means[name] = mean[0] if len(count) == 1 else mean
+            counts[name] = count.astype(np.float32)
+    return Imatrix(means, counts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -616,7 +716,8 @@ def quantize_gguf(
 ) -> None:
     """Quantize a 16-bit GGUF with llama.cpp (`llama_model_quantize`), atomically.
 
-    `imatrix` (GGUF tensor name -> per-column mean of x²) weighs the rounding of each layer;
+    `imatrix` (GGUF tensor name -> per-column mean of x², a row per expert for a mixture's 3-D
+    tensors, as llama.cpp's quantizer reads them: expert after expert) weighs the rounding of each layer;
     `provenance` lands in the file's metadata (e.g. `quantize.imatrix.dataset`), as llama.cpp's
     quantize tool records it. An unknown type, or a type that needs an imatrix without one, is a
     ConfigError raised before anything is read.
@@ -631,7 +732,7 @@ def quantize_gguf(
     if imatrix is not None:
         entries = (llama_cpp.llama_model_imatrix_data * (len(imatrix) + 1))()
         for entry, (tensor, values) in zip(entries, sorted(imatrix.items()), strict=False):
-            array = np.ascontiguousarray(values, dtype=np.float32)
+            array = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)  # experts one after another
             if not np.isfinite(array).all():
                 raise TrainerError(f"the importance matrix of {tensor} holds non-finite values")
             keep.append(array)
@@ -911,7 +1012,7 @@ def _cached_f16(
 
 def _cached_imatrix(
     merged: Path, work: Path, calibration: list[list[int]], source: str
-) -> tuple[dict[str, np.ndarray], Path, float]:
+) -> tuple[Imatrix, Path, float]:
     digest = calibration_digest(calibration)
     key = _digest({"merged": _folder_fingerprint(merged), "calibration": digest})
     target = work / "imatrix.gguf"
@@ -971,7 +1072,7 @@ def build_gguf(
             {
                 "quantize.imatrix.file": imatrix_path.name,
                 "quantize.imatrix.dataset": _clip(source),
-                "quantize.imatrix.entries_count": len(imatrix),
+                "quantize.imatrix.entries_count": len(imatrix.means),
                 "quantize.imatrix.chunks_count": len(calibration),
             }
         )
@@ -981,7 +1082,7 @@ def build_gguf(
     if name.lower() == OUTTYPE:
         _link_or_copy(f16, target)
     else:
-        quantize_gguf(f16, target, name, imatrix, provenance)
+        quantize_gguf(f16, target, name, imatrix.means if imatrix else None, provenance)
     quantize_seconds = time.perf_counter() - started
     copy_tokenizer_files(merged, out)
     modelfile = write_modelfile(target, out / "Modelfile", tokenizer_dir=out)
@@ -989,7 +1090,7 @@ def build_gguf(
         "format": "gguf",
         "gguf_type": name,
         "imatrix": imatrix is not None,
-        "imatrix_entries": len(imatrix) if imatrix else 0,
+        "imatrix_entries": len(imatrix.means) if imatrix else 0,
         "file": target.name,
         "size_bytes": target.stat().st_size,
         "f16_size_bytes": f16.stat().st_size,
