@@ -31,9 +31,6 @@ ARGS = [
     # A seeded quarter of the 240 held-out conversations: train, merge and evaluate each score them
     # (four evaluate runs here), and the gates only compare models on the same tokens.
     "data.eval_size=60",
-    # Half the recipe's calibration rows: GPTQ's and AWQ's time grows with them (AWQ 160 s at 128 on
-    # 2 cores), and the contract checked here does not change with their number.
-    "data.calibration.samples=64",
     "eval.drift.tokens=2048",
     f"eval.tasks.limit={TASK_ROWS}",
     "eval.tasks.max_new_tokens=48",
@@ -66,7 +63,7 @@ def test_report_follows_the_contract(run: tuple[Path, Path, str]) -> None:
     assert report["recipe"] == "support-fr"
     assert report["base_model"].endswith("tiny-base")
     assert {"source", "samples", "tokens", "path"} <= set(report["calibration"])
-    assert report["calibration"]["source"] == "train" and report["calibration"]["samples"] == 64
+    assert report["calibration"]["source"] == "train" and report["calibration"]["samples"] == 128
     assert (run_dir / report["calibration"]["path"]).exists()
     assert report["merge"]["base"] in ("original", "dequantized")
     names = [a["name"] for a in report["artifacts"]]

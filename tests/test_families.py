@@ -6,6 +6,8 @@ classes, chat format and tokenizer kind), built once for the module.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -98,6 +100,33 @@ def test_a_mixture_s_importance_matrix_holds_a_row_per_expert_from_the_tokens_ro
         if mask.any():
             manual = x[mask].double().pow(2).mean(0).numpy()
             np.testing.assert_allclose(single.means["blk.0.ffn_gate_exps.weight"][expert], manual, rtol=1e-4)
+    # Once GPTQModel has loaded a mixture (the quantize stage's GPTQ and AWQ run first, in the same
+    # process), transformers holds each expert as a linear layer of its own (GPTQModel's `defuser`
+    # swaps the classes): the same rows, from hooks on those layers.
+    import subprocess
+
+    script = (
+        "import sys, json, defuser, numpy as np\n"
+        "defuser.replace_fused_blocks('mixtral')\n"
+        "from pathlib import Path\n"
+        "from trainer.gguf import compute_imatrix, gguf_expert_linear_names\n"
+        "from transformers import AutoModelForCausalLM\n"
+        "assert gguf_expert_linear_names(AutoModelForCausalLM.from_pretrained(sys.argv[1]))\n"
+        "m = compute_imatrix(Path(sys.argv[1]), json.loads(sys.argv[2]))\n"
+        "np.savez(sys.argv[3], **{k: v for k, v in m.means.items()}, **{k + '#': v for k, v in m.counts.items()})\n"
+    )
+    unfused_file = tmp_path / "unfused.npz"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(twin), json.dumps(calibration), str(unfused_file)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    unfused = np.load(unfused_file)
+    for name, means in imatrix.means.items():
+        np.testing.assert_allclose(unfused[name], means, rtol=1e-4, atol=1e-7, err_msg=name)
+        np.testing.assert_array_equal(unfused[name + "#"], imatrix.counts[name])
     # The file keeps a row and a count per expert, as llama.cpp's imatrix files do.
     path = tmp_path / "imatrix.gguf"
     save_imatrix(path, imatrix, {"sequences": 3, "max_tokens": 20}, tokens)

@@ -138,6 +138,12 @@ def check_base(cfg: TrainerConfig) -> Path | None:
     if folder is None:
         return None
     facts = read_facts(folder)
+    if facts.experts and cfg.lora.target_modules == ["all-linear"] and cfg.lora.dropout:
+        raise ConfigError(
+            f"lora.dropout={cfg.lora.dropout}: {facts.architecture} is a mixture of {facts.experts} experts, whose "
+            "expert tensors PEFT adapts only without dropout (ParamWrapper); set lora.dropout=0 "
+            "(the Mixtral preset does), or name lora.target_modules to leave the experts frozen"
+        )
     if Stage.quantize in cfg.stages:
         for name in cfg.quantize.enabled:
             check_artifact_for_model(name, cfg.quantize.artifacts[name], facts)

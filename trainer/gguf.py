@@ -455,8 +455,9 @@ def gguf_linear_names(model: Any, include_output: bool = True) -> dict[str, str]
     head, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
     tied = head is not None and head.weight is embeddings.weight
     names = {}
+    unfused = gguf_expert_linear_names(model)
     for module_name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or (tied and module is head):
+        if not isinstance(module, torch.nn.Linear) or (tied and module is head) or module_name in unfused:
             continue
         gguf_name = mapping.get_name(module_name)
         if gguf_name is None:
@@ -464,6 +465,32 @@ def gguf_linear_names(model: Any, include_output: bool = True) -> dict[str, str]
         if gguf_name == "output" and (tied or not include_output):
             continue
         names[module_name] = f"{gguf_name}.weight"
+    return names
+
+
+# One expert's linear layer, as GPTQModel unfuses a mixture's experts once it is imported
+# (`model.layers.0.mlp.experts.3.gate_proj`).
+_EXPERT_LINEAR = re.compile(r"^(?P<experts>.+\.experts)\.(?P<index>\d+)\.(?P<kind>\w+)$")
+
+
+def gguf_expert_linear_names(model: Any) -> dict[str, tuple[str, int]]:
+    """Module name -> (GGUF name of the experts' 3-D tensor, expert index) for each expert held as its
+    own linear layer; empty when the experts are 3-D parameters (`expert_modules`)."""
+    import gguf
+    import torch
+    from conversion import get_model_class
+
+    architecture = model.config.architectures[0]
+    mapping = gguf.get_tensor_name_map(
+        get_model_class(architecture).model_arch, model.config.num_hidden_layers
+    )
+    names = {}
+    for module_name, module in model.named_modules():
+        match = _EXPERT_LINEAR.match(module_name)
+        if match and isinstance(module, torch.nn.Linear):
+            fused = mapping.get_name(f"{match['experts']}.{match['kind']}")
+            if fused is not None:
+                names[module_name] = (f"{fused}.weight", int(match["index"]))
     return names
 
 
@@ -538,7 +565,9 @@ def compute_imatrix(
     in batches; forward pre-hooks on each `nn.Linear` see its input, and padded positions are left
     out of sums and counts. A mixture's experts module is hooked with the router's choice: each
     expert's gate/up input is the hidden state of the tokens routed to it, its down input the
-    activation its own gate and up weights make of them (computed again in the hook).
+    activation its own gate and up weights make of them (computed again in the hook). Where
+    GPTQModel has unfused the experts into linear layers of their own (it does so once imported,
+    as in the quantize stage), each expert's linear is hooked for its row instead.
     Keys are GGUF tensor names (`blk.0.attn_q.weight`, ..., `blk.0.ffn_down_exps.weight`,
     `output.weight`). The input columns of q/k are unaffected by the converter's row permutation,
     so the vectors apply as they are.
@@ -554,6 +583,11 @@ def compute_imatrix(
     names = gguf_linear_names(model, include_output)
     experts = expert_modules(model)
     expert_names = gguf_expert_names(model)
+    expert_linears = gguf_expert_linear_names(model)
+    if expert_linears:
+        # An expert's own linear sees only the tokens routed to it, flattened: padding could not be
+        # told apart there, so every sequence runs alone.
+        batch_size = 1
 
     def zeros(*shape: int) -> Any:
         return torch.zeros(shape, dtype=torch.float64, device=device)
@@ -565,6 +599,10 @@ def compute_imatrix(
         count, inner, hidden = experts[module_name].gate_up_proj.shape
         sums.update({gate: zeros(count, hidden), up: zeros(count, hidden), down: zeros(count, inner // 2)})
         counts.update({gate: zeros(count), up: zeros(count), down: zeros(count)})
+    for module_name, (name, _) in expert_linears.items():
+        count = 1 + max(index for n, index in expert_linears.values() if n == name)
+        sums.setdefault(name, zeros(count, model.get_submodule(module_name).in_features))
+        counts.setdefault(name, zeros(count))
     state: dict[str, Any] = {"mask": None}
 
     def linear_hook(gguf_name: str) -> Any:
@@ -572,6 +610,14 @@ def compute_imatrix(
             x = inputs[0][state["mask"]].double()
             sums[gguf_name][0] += (x * x).sum(dim=0)
             counts[gguf_name][0] += x.shape[0]
+
+        return hook
+
+    def expert_linear_hook(gguf_name: str, expert: int) -> Any:
+        def hook(module: Any, inputs: tuple[Any, ...]) -> None:
+            x = inputs[0].reshape(-1, module.in_features).double()
+            sums[gguf_name][expert] += (x * x).sum(dim=0)
+            counts[gguf_name][expert] += x.shape[0]
 
         return hook
 
@@ -597,7 +643,14 @@ def compute_imatrix(
 
     handles = [
         model.get_submodule(module).register_forward_pre_hook(linear_hook(n)) for module, n in names.items()
-    ] + [experts[module].register_forward_pre_hook(experts_hook(*n)) for module, n in expert_names.items()]
+    ]
+    handles += [
+        experts[module].register_forward_pre_hook(experts_hook(*n)) for module, n in expert_names.items()
+    ]
+    handles += [
+        model.get_submodule(module).register_forward_pre_hook(expert_linear_hook(*n))
+        for module, n in expert_linears.items()
+    ]
     order = sorted(range(len(calibration)), key=lambda i: len(calibration[i]))
     try:
         with torch.inference_mode():

@@ -7,7 +7,9 @@ dtype matches, which the train stage records), so no 4-bit model is ever loaded 
 `auto` builds both, scores both on the eval split and keeps the better.
 
 Each base shard is read, patched and written before the next is opened, so peak memory
-stays near one shard plus the adapter rather than the whole model.
+stays near one shard plus the adapter rather than the whole model. An adapter of a mixture's
+expert tensors is the exception (`merge_through_peft`): it merges in memory, where transformers
+knows how its fused experts map to the checkpoint's per-expert tensors.
 """
 
 from __future__ import annotations
@@ -200,6 +202,49 @@ def merge_into(
     return {"lora_modules": len(lora), "replaced_tensors": len(replaced), "bytes": total_size}
 
 
+def adapts_parameters(adapter_dir: Path) -> bool:
+    """The adapter holds LoRA of 3-D parameters (a mixture's experts)."""
+    return bool(json.loads((adapter_dir / "adapter_config.json").read_text()).get("target_parameters"))
+
+
+def merge_through_peft(
+    checkpoint: Path,
+    adapter_dir: Path,
+    out_dir: Path,
+    base: MergeBase,
+    quantized_modules: set[str],
+    source_dtype: Any,
+    quant_type: str,
+    double_quant: bool,
+) -> dict[str, Any]:
+    """The whole model in memory, merged by PEFT and written by transformers.
+
+    For an adapter of a mixture's experts: transformers 5 fuses the checkpoint's per-expert tensors
+    (`experts.3.w1`, `experts.3.w3`) into one 3-D parameter when it loads them and splits them
+    back when it saves, and PEFT's factors are per expert of the fused tensor; so the merge runs
+    where both layouts are known instead of tensor by tensor. Peak memory is the whole model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=source_dtype, device_map={"": "cpu"})
+    if base is MergeBase.dequantized:
+        with torch.no_grad():
+            for name, module in model.named_modules():
+                if name in quantized_modules:
+                    module.weight.copy_(nf4_roundtrip(module.weight.data, quant_type, double_quant))
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    merged.to(torch.bfloat16).save_pretrained(out_dir)
+    adapted = json.loads((adapter_dir / "adapter_config.json").read_text())
+    return {
+        "lora_modules": len(adapted.get("target_modules") or []),
+        "lora_parameters": len(adapted["target_parameters"]),
+        "replaced_tensors": len(adapted.get("modules_to_save") or []),
+        "bytes": sum(path.stat().st_size for path in out_dir.glob("*.safetensors")),
+        "in_memory": True,
+    }
+
+
 def write_model_files(checkpoint: Path, adapter_dir: Path, out_dir: Path) -> None:
     """config (plain BF16, no quantization), generation config with the tokenizer's eos, tokenizer."""
     from transformers import AutoTokenizer, GenerationConfig
@@ -273,7 +318,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
             folder = ctx.out_dir / f"candidate-{base.value}"
             log.info("merging the adapter into the %s base", base.value)
             bar.note(f"{base.value} base")
-            details[base.value] = merge_into(
+            merge = merge_through_peft if adapts_parameters(adapter_dir) else merge_into
+            details[base.value] = merge(
                 checkpoint,
                 adapter_dir,
                 folder,

@@ -148,23 +148,32 @@ def check_lora(lora: LoraConfig, model: Any) -> None:
         raise ConfigError(f"lora.modules_to_save: {missing_saved} not in this model")
 
 
-def peft_config(lora: LoraConfig, model: Any) -> Any:
-    """PEFT's LoRA config; `all-linear` means the model's linear layers, named here.
+def expert_parameter_names(model: Any) -> list[str]:
+    """A mixture's expert tensors as PEFT's `target_parameters` names them (`mlp.experts.gate_up_proj`):
+    transformers 5 holds each layer's experts as 3-D parameters, not linear layers."""
+    found = set()
+    for name, module in model.named_modules():
+        for kind in ("gate_up_proj", "down_proj"):
+            weight = getattr(module, kind, None)
+            if getattr(weight, "ndim", 0) == 3:
+                found.add(".".join([*name.split(".")[-2:], kind]))
+    return sorted(found)
 
-    PEFT's own `all-linear` also wraps a mixture's expert tensors (3-D parameters in transformers 5,
-    not linear layers), which trains only without dropout and which the merge stage cannot write
-    back into the checkpoint's per-expert tensors: experts stay frozen, attention adapts.
-    """
+
+def peft_config(lora: LoraConfig, model: Any) -> Any:
+    """PEFT's LoRA config; `all-linear` means the model's linear layers, named here, and a mixture's
+    expert tensors (LoRA of a 3-D parameter: one pair of factors per expert, PEFT's `ParamWrapper`)."""
     from peft import LoraConfig as PeftLoraConfig
 
-    targets = (
-        sorted(linear_names(model)) if lora.target_modules == ["all-linear"] else list(lora.target_modules)
-    )
+    every_linear = lora.target_modules == ["all-linear"]
+    targets = sorted(linear_names(model)) if every_linear else list(lora.target_modules)
+    experts = expert_parameter_names(model) if every_linear else []
     return PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=targets,
+        target_parameters=experts or None,
         use_rslora=lora.use_rslora,
         use_dora=lora.use_dora,
         modules_to_save=list(lora.modules_to_save) or None,
