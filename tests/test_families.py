@@ -285,3 +285,19 @@ def test_a_base_passes_the_gguf_checks_once_per_tokenizer_settings_and_versions(
     (base / "tokenizer_config.json").write_text("{}")
     assert gguf_check_record(base, cfg, imatrix=True) != record
     assert gguf_check_record(base, dataclasses.replace(cfg, cache_dir=None), imatrix=True) is None
+
+
+def test_a_mixture_s_experts_with_lora_dropout_are_refused_before_training(twins: dict[str, Path]) -> None:
+    from conftest import compose_typed
+
+    from trainer.families import check_base
+
+    args = ["recipe=support-fr", f"model.name_or_path={twins['mixtral']}", "quantize.enabled=[gptq-w4g128]"]
+    with pytest.raises(
+        ConfigError, match=r"^lora.dropout=0.05: .* mixture of 4 experts.* set lora.dropout=0"
+    ):
+        check_base(compose_typed(args))
+    assert check_base(compose_typed([*args, "lora.dropout=0"])) == twins["mixtral"]
+    assert check_base(compose_typed([*args, "lora.target_modules=[q_proj,v_proj]"])) == twins["mixtral"]
+    preset = compose_typed(["recipe=support-fr", "model=mixtral-8x7b-instruct-v0.1"])
+    assert preset.lora.dropout == 0
