@@ -433,6 +433,15 @@ def check_tensor_names(base: Path) -> None:
 # 2. importance matrix
 
 
+def tensor_name_map(model: Any) -> Any:
+    """llama.cpp's converter's own HF -> GGUF tensor name map for the model's architecture."""
+    import gguf
+    from conversion import get_model_class
+
+    architecture = get_model_class(model.config.architectures[0]).model_arch
+    return gguf.get_tensor_name_map(architecture, model.config.num_hidden_layers)
+
+
 def gguf_linear_names(model: Any, include_output: bool = True) -> dict[str, str]:
     """HF module name -> GGUF tensor name of every linear layer llama.cpp quantizes.
 
@@ -442,13 +451,10 @@ def gguf_linear_names(model: Any, include_output: bool = True) -> dict[str, str]
     llama.cpp's imatrix tool collects it only with `--process-output`; we collect it by default
     because K-quant files quantize it too (Q6_K in Q4_K_M) and the quantizer uses the entry.
     """
-    import gguf
     import torch
-    from conversion import get_model_class
 
     architecture = model.config.architectures[0]
-    blocks = model.config.num_hidden_layers
-    mapping = gguf.get_tensor_name_map(get_model_class(architecture).model_arch, blocks)
+    mapping = tensor_name_map(model)
     # Tied as the loaded weights are (the checkpoint stores one matrix), not as a family is named:
     # a tied head is the embeddings, which llama.cpp does not quantize as a linear (Gemma's map has
     # no output tensor at all).
@@ -468,22 +474,17 @@ def gguf_linear_names(model: Any, include_output: bool = True) -> dict[str, str]
     return names
 
 
-# One expert's linear layer, as GPTQModel unfuses a mixture's experts once it is imported
-# (`model.layers.0.mlp.experts.3.gate_proj`).
+# One expert's linear layer, as GPTQModel's `defuser` unfuses a mixture's experts once GPTQModel
+# has loaded one in this process (`model.layers.0.mlp.experts.3.gate_proj`).
 _EXPERT_LINEAR = re.compile(r"^(?P<experts>.+\.experts)\.(?P<index>\d+)\.(?P<kind>\w+)$")
 
 
 def gguf_expert_linear_names(model: Any) -> dict[str, tuple[str, int]]:
     """Module name -> (GGUF name of the experts' 3-D tensor, expert index) for each expert held as its
     own linear layer; empty when the experts are 3-D parameters (`expert_modules`)."""
-    import gguf
     import torch
-    from conversion import get_model_class
 
-    architecture = model.config.architectures[0]
-    mapping = gguf.get_tensor_name_map(
-        get_model_class(architecture).model_arch, model.config.num_hidden_layers
-    )
+    mapping = tensor_name_map(model)
     names = {}
     for module_name, module in model.named_modules():
         match = _EXPERT_LINEAR.match(module_name)
@@ -521,18 +522,14 @@ def expert_modules(model: Any) -> dict[str, Any]:
 def gguf_expert_names(model: Any) -> dict[str, tuple[str, str, str]]:
     """Experts module name -> the GGUF names of its gate, up and down tensors (`blk.0.ffn_gate_exps.weight`,
     ...): llama.cpp stores each kind of expert matrix as one 3-D tensor, quantized like a linear."""
-    import gguf
-    from conversion import get_model_class
-
-    architecture = model.config.architectures[0]
-    mapping = gguf.get_tensor_name_map(
-        get_model_class(architecture).model_arch, model.config.num_hidden_layers
-    )
+    mapping = tensor_name_map(model)
     names = {}
     for module_name in expert_modules(model):
         kinds = [mapping.get_name(f"{module_name}.{kind}") for kind in ("gate_proj", "up_proj", "down_proj")]
         if None in kinds:
-            raise TrainerError(f"no GGUF tensor names for the experts of {module_name} in {architecture}")
+            raise TrainerError(
+                f"no GGUF tensor names for the experts of {module_name} in {model.config.architectures[0]}"
+            )
         gate, up, down = (f"{kind}.weight" for kind in kinds)
         names[module_name] = (gate, up, down)
     return names
@@ -566,8 +563,8 @@ def compute_imatrix(
     out of sums and counts. A mixture's experts module is hooked with the router's choice: each
     expert's gate/up input is the hidden state of the tokens routed to it, its down input the
     activation its own gate and up weights make of them (computed again in the hook). Where
-    GPTQModel has unfused the experts into linear layers of their own (it does so once imported,
-    as in the quantize stage), each expert's linear is hooked for its row instead.
+    GPTQModel has unfused the experts into linear layers of their own (it does so once it has loaded
+    a mixture in this process, as in the quantize stage), each expert's linear is hooked for its row.
     Keys are GGUF tensor names (`blk.0.attn_q.weight`, ..., `blk.0.ffn_down_exps.weight`,
     `output.weight`). The input columns of q/k are unaffected by the converter's row permutation,
     so the vectors apply as they are.
@@ -599,10 +596,12 @@ def compute_imatrix(
         count, inner, hidden = experts[module_name].gate_up_proj.shape
         sums.update({gate: zeros(count, hidden), up: zeros(count, hidden), down: zeros(count, inner // 2)})
         counts.update({gate: zeros(count), up: zeros(count), down: zeros(count)})
+    experts_per_tensor: dict[str, int] = {}
+    for name, index in expert_linears.values():
+        experts_per_tensor[name] = max(experts_per_tensor.get(name, 0), index + 1)
     for module_name, (name, _) in expert_linears.items():
-        count = 1 + max(index for n, index in expert_linears.values() if n == name)
-        sums.setdefault(name, zeros(count, model.get_submodule(module_name).in_features))
-        counts.setdefault(name, zeros(count))
+        sums.setdefault(name, zeros(experts_per_tensor[name], model.get_submodule(module_name).in_features))
+        counts.setdefault(name, zeros(experts_per_tensor[name]))
     state: dict[str, Any] = {"mask": None}
 
     def linear_hook(gguf_name: str) -> Any:
