@@ -9,6 +9,7 @@ Two comparisons, each side in a fresh process, alternating, `--repeats` times ea
   NF4 double-quant load and SFTConfig values. The SFTConfig each side really built is
   recorded and diffed, so a drift between the two shows in the JSON.
 - `--compare packing`: our pipeline with `train.packing=false` against `train.packing=true`.
+- `--compare grouping`: our pipeline with `train.group_by_length=true` against `false`.
 
 Both sides are measured by the same probe (installed in each child before anything runs): it
 wraps `transformers.Trainer.training_step` to count the tokens of every collated batch (real
@@ -22,6 +23,7 @@ Peak memory is the child's `ru_maxrss` (from wait4). Usage:
     python scripts/bench_train.py --model tiny --repeats 3 --out docs/benchmarks/train-tiny.json
     python scripts/bench_train.py --model large --repeats 3 --out docs/benchmarks/train-large.json
     python scripts/bench_train.py --model tiny --compare packing --out docs/benchmarks/packing-tiny.json
+    python scripts/bench_train.py --model tiny --compare grouping --out docs/benchmarks/grouping-tiny.json
 """
 
 from __future__ import annotations
@@ -209,6 +211,14 @@ def force_liger() -> None:
 # The two sides
 
 
+# The two sides of each comparison; the ratios are first side / second side.
+COMPARISONS = {
+    "baseline": ("ours", "baseline"),
+    "packing": ("packing-on", "packing-off"),
+    "grouping": ("grouped", "ungrouped"),
+}
+
+
 def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     """The user's command, `python -m trainer stages=[data,train] ...`, in this process."""
     overrides = [
@@ -221,6 +231,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         f"train.eval_steps={spec['steps']}",
         f"train.save_steps={spec['steps']}",
         f"train.packing={str(spec['packing']).lower()}",
+        f"train.group_by_length={str(spec['group_by_length']).lower()}",
         # The baseline computes in bf16 (and TRL keeps its adapter in bf16) whatever the CPU.
         "train.qlora.compute_dtype=bfloat16",
     ]
@@ -379,7 +390,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", choices=["tiny", "large"], default="tiny")
-    parser.add_argument("--compare", choices=["baseline", "packing"], default="baseline")
+    parser.add_argument("--compare", choices=list(COMPARISONS), default="baseline")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, help="optimizer steps per run (default: tiny 40, large 5)")
     parser.add_argument("--warmup-steps", type=int, help="untimed first steps (default: tiny 5, large 1)")
@@ -412,7 +423,7 @@ def main() -> None:
     if not 0 < warmup < steps:
         parser.error("--warmup-steps must be at least 1 and below --steps")
     out = args.out or Path(
-        f"docs/benchmarks/{'train' if args.compare == 'baseline' else 'packing'}-{args.model}.json"
+        f"docs/benchmarks/{'train' if args.compare == 'baseline' else args.compare}-{args.model}.json"
     )
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -440,7 +451,7 @@ def main() -> None:
         prep_cmd.append(f"model.name_or_path={model}")
     subprocess_check(prep_cmd, work)
 
-    sides = ("ours", "baseline") if args.compare == "baseline" else ("packing-on", "packing-off")
+    sides = COMPARISONS[args.compare]
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for repeat in range(args.repeats):
         for side in sides if repeat % 2 == 0 else tuple(reversed(sides)):
@@ -454,6 +465,7 @@ def main() -> None:
                 "cache_dir": str(work / "cache"),
                 "steps": steps,
                 "packing": side == "packing-on",
+                "group_by_length": side != "ungrouped",
                 "liger": args.liger,
                 "ours_overrides": args.ours_override,
                 "result": str(work / f"{name}.result.json"),

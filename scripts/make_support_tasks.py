@@ -5,6 +5,9 @@ intent. Each gives one task row per agent turn that has something checkable:
 
 - `clarify`: the customer opened without the order number or e-mail the request needs; the
   agent must ask for it, and greet a customer the system prompt names by first name.
+- Every first agent turn opens with « Bonjour » or « Bonsoir », as every one of the dataset does:
+  the check a fine-tune passes first, and the one a reply rendered without the model's chat
+  template (a GGUF that lost it) fails.
 - `answer`: the agent must carry out the request: repeat the order number or e-mail the
   customer gave, name the customer on a first turn, and take the action the intent calls for
   (a regex on the words every answer of that intent uses, e.g. `rembours` for a refund).
@@ -49,6 +52,7 @@ ACTIONS = {
     "delivery_options": r"(?s)point relais.*express|express.*point relais",
     "order_cancellation": r"annulée|annuler",
 }
+OPENING = {"type": "regex", "pattern": r"^(Bonjour|Bonsoir)\b", "name": "opens with a greeting"}
 ORDER = re.compile(r"CMD-\d{6}")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Intents whose every answer repeats the e-mail the customer gave (subscription_cancellation: 71%).
@@ -69,7 +73,10 @@ def rows_for(conversation: dict) -> list[dict]:
     identifier = ORDER if intent in ORDER_INTENTS else EMAIL if intent in EMAIL_INTENTS else None
     asks_first = identifier is not None and not identifier.search(messages[users[0]]["content"])
     out = []
-    greeting = [{"type": "contains_all", "values": [name], "name": "customer's first name"}] if name else []
+    greeting = [
+        OPENING,
+        *([{"type": "contains_all", "values": [name], "name": "customer's first name"}] if name else []),
+    ]
     if asks_first:
         wanted = r"CMD-" if identifier is ORDER else r"e-mail|adresse"
         out.append(

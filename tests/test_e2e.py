@@ -172,6 +172,39 @@ def test_every_model_is_judged_on_the_task_set_in_its_own_runtime(run: tuple[Pat
     assert "## Task checks" in markdown and "## Replies side by side" in markdown and "task score" in markdown
 
 
+def test_a_gguf_that_lost_its_chat_template_fails_its_task_through_llamacpps_chat_path(
+    run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """The replies evaluate scored came from the template stored in the GGUF: the same file without
+    it (gguf's own metadata tool) is served by llama-cpp-python's fallback chat format, and the
+    fine-tune's manners go first: replies that opened with « Bonjour » open with "- la commande"
+    after 40 steps (after 300 steps every reply was empty)."""
+    from conftest import compose_typed
+
+    from trainer.evaluation.tasks import load_rows, score
+    from trainer.gguf import chat_replies
+
+    _, run_dir, _ = run
+    gguf = next((run_dir / "export" / "gguf-q4_k_m").glob("*.gguf"))
+    stripped = tmp_path / "no-template.gguf"
+    remove = ["--remove-metadata", "tokenizer.chat_template", "--force"]
+    subprocess.run(
+        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(gguf), str(stripped), *remove],
+        check=True,
+        capture_output=True,
+    )
+    tasks = compose_typed(ARGS).eval.tasks
+    rows = load_rows(Path(tasks.path), TASK_ROWS, tasks.scorers)
+    prompts = [row.messages for row in rows]
+    served = chat_replies(gguf, prompts, tasks.max_new_tokens)
+    evaluated = (run_dir / "evaluate" / "replies" / "gguf-q4_k_m.jsonl").read_text().splitlines()
+    assert [g["reply"] for g in served] == [json.loads(line)["reply"] for line in evaluated]
+    intact, lost = score(rows, served), score(rows, chat_replies(stripped, prompts, tasks.max_new_tokens))
+    greeted = "opens with a greeting"
+    assert intact["per_check"][greeted] >= 0.5, served
+    assert lost["per_check"][greeted] < intact["per_check"][greeted] and lost["score"] < intact["score"]
+
+
 CHAT_TURNS = ["Bonjour, ma commande CMD-482913 n'est pas arrivée.", "Merci. Et la facture ?"]
 
 

@@ -164,6 +164,37 @@ def test_packing_warns_unless_attention_stays_within_each_row() -> None:
     assert train_stage.packing_warning(False, "sdpa") is None
 
 
+@pytest.mark.parametrize(
+    ("grouped", "sampler"), [("true", "LengthGroupedSampler"), ("false", "RandomSampler")]
+)
+def test_batches_group_rows_of_similar_length_unless_switched_off(
+    grouped: str, sampler: str, tmp_path: Path
+) -> None:
+    """The sampler transformers' Trainer builds from the stage's arguments (padding is most of the
+    difference in step time on a CPU)."""
+    from transformers import Trainer
+
+    cfg = compose_typed(["recipe=support-fr", f"train.group_by_length={grouped}"])
+    arguments = train_stage.sft_arguments(cfg, tmp_path, "cpu", DType.float32)
+    # A dataset, not a batch: the sampler sorts 50 batches' worth of rows at once.
+    lengths = [5, 40, 7, 38, 6, 41, 8, 39] * 200
+    dataset = [{"input_ids": [1] * n} for n in lengths]
+    holder = type("Holder", (), {"args": arguments, "train_dataset": dataset, "processing_class": None})()
+    built = Trainer._get_train_sampler(holder, dataset)
+    assert type(built).__name__ == sampler
+    order = list(built)
+    size = cfg.train.batch_size
+    spreads = [
+        max(batch) - min(batch)
+        for batch in (
+            [lengths[i] for i in order[first : first + size]] for first in range(0, len(order), size)
+        )
+    ]
+    mean_spread = sum(spreads) / len(spreads)
+    # Random batches of 8 almost always mix short (5-8) and long (38-41) rows.
+    assert mean_spread < 5 if grouped == "true" else mean_spread > 25, mean_spread
+
+
 def test_flash_attention_on_cpu_is_refused_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"train\.attention: .*flash_attention_2 needs a CUDA GPU"):
         compose_typed(["recipe=support-fr", "hardware.device=cpu", "train.attention=flash_attention_2"])

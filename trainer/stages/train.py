@@ -206,6 +206,28 @@ def keep_adapter_in_float32(model: Any, dtype: DType) -> int:
     return cast
 
 
+def sft_trainer_class() -> type:
+    """TRL's SFTTrainer, resuming a checkpoint with each trainable weight in the dtype it trained in.
+
+    On resume, transformers reloads the adapter through PEFT's `load_adapter`, which upcasts bf16
+    LoRA weights to float32 (`autocast_adapter_dtype`) but leaves `modules_to_save` copies alone:
+    on a CPU computing in bf16, a resumed run trained a mixed bf16/float32 adapter that the
+    uninterrupted run never had. The dtypes from before the load are put back.
+    """
+    from trl import SFTTrainer
+
+    class ResumingSFTTrainer(SFTTrainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+            target = model if model is not None else self.model
+            trained_in = {n: p.dtype for n, p in target.named_parameters() if p.requires_grad}
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            for name, param in target.named_parameters():
+                if name in trained_in and param.dtype != trained_in[name]:
+                    param.data = param.data.to(trained_in[name])
+
+    return ResumingSFTTrainer
+
+
 def final_eval_loss(trainer: Any) -> float:
     """The eval loss of the trained adapter: the one logged at the last step, else measured now.
 
@@ -328,6 +350,7 @@ def sft_arguments(cfg: TrainerConfig, checkpoints: Path, device: str, dtype: DTy
         max_grad_norm=train.max_grad_norm,
         max_length=cfg.data.max_length,
         packing=train.packing,
+        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
         gradient_checkpointing=train.gradient_checkpointing,
         eval_strategy="steps",
         eval_steps=train.eval_steps,
@@ -371,7 +394,6 @@ def step_bar_callback(bar: Bar) -> Any:
 def run(ctx: StageContext) -> dict[str, Any]:
     import torch
     from peft import prepare_model_for_kbit_training
-    from trl import SFTTrainer
 
     cfg = ctx.cfg
     if cfg.hardware.num_threads:
@@ -397,7 +419,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             model, use_gradient_checkpointing=cfg.train.gradient_checkpointing
         )
     checkpoints = ctx.out_dir / "checkpoints"
-    trainer = SFTTrainer(
+    trainer = sft_trainer_class()(
         model=model,
         args=sft_arguments(cfg, checkpoints, device, dtype),
         train_dataset=train_set,
