@@ -5,12 +5,12 @@ intent. Each gives one task row per agent turn that has something checkable:
 
 - `clarify`: the customer opened without the order number or e-mail the request needs; the
   agent must ask for it, and greet a customer the system prompt names by first name.
-- Every first agent turn opens with « Bonjour » or « Bonsoir », as every one of the dataset does:
-  the check a fine-tune passes first, and the one a reply rendered without the model's chat
-  template (a GGUF that lost it) fails.
 - `answer`: the agent must carry out the request: repeat the order number or e-mail the
   customer gave, name the customer on a first turn, and take the action the intent calls for
   (a regex on the words every answer of that intent uses, e.g. `rembours` for a refund).
+- Every first agent turn opens with « Bonjour » or « Bonsoir », as every one of the dataset does:
+  the check a fine-tune passes first, and the one a reply rendered without the model's chat
+  template (a GGUF that lost it) fails.
 
 Every check is tried on the reference reply (what the dataset's agent said): the script stops
 if a reference fails its own checks, so a check never asks for what a good reply may not say.
