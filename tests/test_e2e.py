@@ -178,7 +178,7 @@ def test_a_gguf_that_lost_its_chat_template_fails_its_task_through_llamacpps_cha
     """The replies evaluate scored came from the template stored in the GGUF: the same file without
     it (gguf's own metadata tool) is served by llama-cpp-python's fallback chat format, and the
     fine-tune's manners go first: replies that opened with « Bonjour » open with "- la commande"
-    after 40 steps (after 300 steps every reply was empty)."""
+    after 40 steps (a 300-step fine-tune of a copy-trained base answered every prompt with nothing)."""
     from conftest import compose_typed
 
     from trainer.evaluation.tasks import load_rows, score
