@@ -83,6 +83,7 @@ def test_wrong_type_or_enum_fails_naming_key_and_allowed(override: str, key: str
         ("train.learning_rate=0", "train.learning_rate"),
         ("train.batch_size=0", "train.batch_size"),
         ("train.gradient_accumulation_steps=0", "train.gradient_accumulation_steps"),
+        ("train.pad_to_multiple_of=0", "train.pad_to_multiple_of"),
         ("train.qlora.quant_type=int3", "train.qlora.quant_type"),
         ("quantize.enabled=[gptq-w3]", "quantize.enabled"),
         ("stages=[]", "stages"),

@@ -306,7 +306,10 @@ def test_quantized_artifacts_serve_in_a_fresh_process(
         # The same file scores the same in this process: the fresh load depends on nothing left here.
         assert math.isclose(scored["nll"], score_gguf(artifact["file"], tokens).nll, rel_tol=1e-6)
         assert [r["finish_reason"] for r in scored["replies"]] == [g["finish_reason"] for g in reference]
-        assert all(r["reply"] and "<|" not in r["reply"] for r in scored["replies"])
+        # Text comes back and no template marker leaks into it. The base's greedy text on a support
+        # prompt is degenerate (Q4_K_M without imatrix answers one with 160 tabs), so not every reply has words.
+        replies = [r["reply"] for r in scored["replies"]]
+        assert any(replies) and not any("<|" in reply for reply in replies), replies
 
 
 def test_build_records_imatrix_provenance_and_caches(built: dict[str, dict[str, Any]]) -> None:

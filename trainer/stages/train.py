@@ -351,6 +351,7 @@ def sft_arguments(cfg: TrainerConfig, checkpoints: Path, device: str, dtype: DTy
         max_length=cfg.data.max_length,
         packing=train.packing,
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
+        pad_to_multiple_of=train.pad_to_multiple_of,
         gradient_checkpointing=train.gradient_checkpointing,
         eval_strategy="steps",
         eval_steps=train.eval_steps,
