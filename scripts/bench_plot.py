@@ -72,29 +72,39 @@ def plot_merge(data: dict[str, Any], path: Path) -> Path:
 
 
 def plot_calibration(data: dict[str, Any], path: Path) -> Path:
-    table = data["median_delta_pct"]
-    artifacts = sorted({key.split("/")[0] for key in table})
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    """Perplexity change against merged BF16 per artifact and calibration source, and beside it
+    the task score where the benchmark measured one (merged BF16's as a line)."""
+    panels = [("median_delta_pct", "perplexity change vs merged BF16 (%)", "{:+.2f}%")]
+    if "median_task_score" in data:
+        panels.append(("median_task_score", "task score (share of checks passed)", "{:.3f}"))
+    artifacts = sorted({key.split("/")[0] for key in data["median_delta_pct"]})
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 3.6), squeeze=False)
     sources = (
         ("train", OURS, "train split"),
         ("generic", THEIRS, "generic text"),
         ("none", "#bbbbbb", "none"),
     )
     width = 0.8 / len(sources)
-    for offset, (source, color, label) in enumerate(sources):
-        present = [(i, table[key]) for i, a in enumerate(artifacts) if (key := f"{a}/{source}") in table]
-        if not present:
-            continue
-        xs = [i + (offset - (len(sources) - 1) / 2) * width for i, _ in present]
-        values = [v for _, v in present]
-        bars = ax.bar(xs, values, width, color=color, label=f"calibration: {label}")
-        ax.bar_label(bars, labels=[f"{v:+.2f}%" for v in values], padding=2, fontsize=7)
-    ax.set_xticks(range(len(artifacts)), artifacts)
-    ax.set_ylabel("perplexity change vs merged BF16 (%)")
-    ax.margins(y=0.15)
-    ax.legend(fontsize=8)
+    for ax, (key_name, ylabel, label_format) in zip(axes[0], panels, strict=True):
+        table = data[key_name]
+        for offset, (source, color, label) in enumerate(sources):
+            present = [(i, table[key]) for i, a in enumerate(artifacts) if (key := f"{a}/{source}") in table]
+            if not present:
+                continue
+            xs = [i + (offset - (len(sources) - 1) / 2) * width for i, _ in present]
+            values = [v for _, v in present]
+            bars = ax.bar(xs, values, width, color=color, label=f"calibration: {label}")
+            ax.bar_label(bars, labels=[label_format.format(v) for v in values], padding=2, fontsize=7)
+        if key_name == "median_task_score":
+            ax.axhline(
+                data["merged_task_score"], color="black", linewidth=0.8, linestyle="--", label="merged BF16"
+            )
+        ax.set_xticks(range(len(artifacts)), artifacts)
+        ax.set_ylabel(ylabel)
+        ax.margins(y=0.15)
+        ax.legend(fontsize=8)
     seeds = f", median of {len(data['seeds'])} seeds" if "seeds" in data else ""
-    ax.set_title(
+    fig.suptitle(
         f"Calibration source (merged BF16 perplexity {data['merged_perplexity']:.1f}{seeds})", fontsize=10
     )
     return _save(fig, path)
@@ -259,14 +269,17 @@ def markdown_merge(data: dict[str, Any]) -> str:
 
 
 def markdown_calibration(data: dict[str, Any]) -> str:
-    table = data["median_delta_pct"]
+    """Median perplexity change per calibration source, and the median task score where measured."""
+    table, tasks = data["median_delta_pct"], data.get("median_task_score", {})
     artifacts = sorted({key.split("/")[0] for key in table})
     sources = ("train", "generic", "none")
-    rows = [
-        [name]
-        + [f"{table[key]:+.3f}%" if (key := f"{name}/{source}") in table else "-" for source in sources]
-        for name in artifacts
-    ]
+
+    def cell(key: str) -> str:
+        if key not in table:
+            return "-"
+        return f"{table[key]:+.3f}%" + (f" / {tasks[key]:.3f}" if key in tasks else "")
+
+    rows = [[name] + [cell(f"{name}/{source}") for source in sources] for name in artifacts]
     header = ["artifact", "train split calibration", "generic calibration", "no calibration"]
     return _table(header, rows)
 

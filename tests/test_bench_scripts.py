@@ -74,3 +74,19 @@ def test_committed_results_say_how_they_were_made() -> None:
         data = json.loads(path.read_text())
         missing = [k for k in ("machine", "versions", "commit", "command") if k not in data]
         assert not missing, f"{path.name} lacks {missing}; rerun the command in docs/BENCHMARKS.md"
+
+
+def test_calibration_table_shows_the_task_score_beside_perplexity(bench_plot, tmp_path: Path) -> None:
+    """bench_calibration's two metrics reach the table and the chart: a task score the
+    benchmark measured is never dropped on the way to docs/BENCHMARKS.md."""
+    data = {
+        "merged_perplexity": 4.4,
+        "merged_task_score": 0.36,
+        "seeds": [0, 1, 2],
+        "median_delta_pct": {"gptq-w4g128/train": 0.3, "gptq-w4g128/generic": 0.5},
+        "median_task_score": {"gptq-w4g128/train": 0.351, "gptq-w4g128/generic": 0.297},
+    }
+    table = bench_plot.markdown_calibration(data)
+    assert "| gptq-w4g128 | +0.300% / 0.351 | +0.500% / 0.297 | - |" in table
+    chart = bench_plot.plot_calibration(data, tmp_path / "calibration.png")
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -30,8 +30,9 @@ def test_default_recipe_composes_to_the_embedded_assets() -> None:
 
 
 def test_recipe_overrides_group_defaults() -> None:
-    # the recipe sets a learning rate other than conf/train/default.yaml's
-    assert compose_typed([]).train.learning_rate == 1.0e-3
+    # the recipe sets a learning rate and a rank other than conf/train/ and conf/lora/default.yaml's
+    composed = compose_typed([])
+    assert composed.train.learning_rate == 3.0e-3 and composed.lora.r == 64
     assert compose_typed(["train.learning_rate=0.5"]).train.learning_rate == 0.5
 
 
