@@ -205,6 +205,55 @@ def test_a_gguf_that_lost_its_chat_template_fails_its_task_through_llamacpps_cha
     assert lost["per_check"][greeted] < intact["per_check"][greeted] and lost["score"] < intact["score"]
 
 
+def copy_without_stop_token(gguf_path: Path, out: Path, end: str = "<|end|>") -> None:
+    """The GGUF with its end-of-turn token lost the way a careless conversion loses it: eos points
+    at `</s>`, which the fine-tune never writes, and `<|end|>` is ordinary text under another name.
+    (Pointing eos elsewhere is not enough: llama.cpp still ends on a token it knows as `<|end|>`.)"""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    tokens = list(reader.fields["tokenizer.ggml.tokens"].contents())
+    types = list(reader.fields["tokenizer.ggml.token_type"].contents())
+    end_id = tokens.index(end)
+    tokens[end_id], types[end_id] = "<|fin|>", int(gguf.TokenType.NORMAL)
+    array = gguf.GGUFValueType.ARRAY
+    architecture = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    writer = gguf.GGUFWriter(str(out), arch=architecture, endianess=reader.endianess)
+    new_metadata = {
+        "tokenizer.ggml.tokens": MetadataDetails(array, tokens, sub_type=gguf.GGUFValueType.STRING),
+        "tokenizer.ggml.token_type": MetadataDetails(array, types, sub_type=gguf.GGUFValueType.INT32),
+        "tokenizer.ggml.eos_token_id": MetadataDetails(gguf.GGUFValueType.UINT32, tokens.index("</s>")),
+    }
+    copy_with_new_metadata(reader, writer, new_metadata, [])
+
+
+def test_a_gguf_that_lost_its_stop_token_runs_on_through_llamacpps_chat_path(
+    run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """Without its end-of-turn token the same weights never end a reply by themselves: the
+    self-ended share the evaluate stage reports (and `min_self_ended_share` gates) falls to zero,
+    and the turn marker spills into the replies."""
+    from conftest import compose_typed
+
+    from trainer.evaluation.tasks import load_rows, score
+    from trainer.gguf import chat_replies
+
+    _, run_dir, _ = run
+    gguf_path = next((run_dir / "export" / "gguf-q4_k_m").glob("*.gguf"))
+    broken = tmp_path / "no-stop.gguf"
+    copy_without_stop_token(gguf_path, broken)
+    tasks = compose_typed(ARGS).eval.tasks
+    rows = load_rows(Path(tasks.path), TASK_ROWS, tasks.scorers)
+    prompts = [row.messages for row in rows]
+    intact = score(rows, chat_replies(gguf_path, prompts, tasks.max_new_tokens))
+    served = chat_replies(broken, prompts, tasks.max_new_tokens)
+    lost = score(rows, served)
+    assert intact["self_ended"] >= 0.5, intact
+    assert lost["self_ended"] == 0 and [g["finish_reason"] for g in served] == ["length"] * len(rows)
+    assert any("<|fin|>" in g["reply"] for g in served), served
+
+
 CHAT_TURNS = ["Bonjour, ma commande CMD-482913 n'est pas arrivée.", "Merci. Et la facture ?"]
 
 
