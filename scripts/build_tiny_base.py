@@ -171,7 +171,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="train in fp32 even where the CPU runs bf16 natively (AMX, AVX512-BF16)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Checked here, not after the half hour of pretraining that precedes the copy phases.
+    try:
+        args.copy_pools = [int(value) for value in args.copy_pools.split(",") if value.strip()]
+        args.copy_steps = [int(value) for value in args.copy_steps.split(",") if value.strip()]
+    except ValueError as exc:
+        parser.error(f"--copy-pools and --copy-steps take comma-separated integers ({exc})")
+    if len(args.copy_pools) != len(args.copy_steps):
+        parser.error(f"--copy-pools has {len(args.copy_pools)} phases, --copy-steps {len(args.copy_steps)}")
+    return args
 
 
 _START = time.perf_counter()
@@ -537,17 +546,13 @@ def copy_curriculum(
     grows: on the whole vocabulary at once the copy loss stays at chance for 500 steps, on the 64
     most frequent tokens it falls within 150, and the mechanism then widens to every token in a
     few hundred steps. Returns per phase the copy accuracy on its own pool and on every token."""
-    pools = [int(value) for value in args.copy_pools.split(",") if value.strip()]
-    steps = [int(value) for value in args.copy_steps.split(",") if value.strip()]
-    if len(pools) != len(steps):
-        raise SystemExit(f"--copy-pools has {len(pools)} phases, --copy-steps {len(steps)}")
     vocab_size = model.config.vocab_size
     everything = frequent_tokens(stream, 0, vocab_size)
     generator = torch.Generator().manual_seed(args.seed + 1)
     corpus = batches(stream, args.seq_len, args.batch_size - args.copy_rows, generator)
     report = []
     model.train()
-    for phase, (pool_size, phase_steps) in enumerate(zip(pools, steps, strict=True), 1):
+    for phase, (pool_size, phase_steps) in enumerate(zip(args.copy_pools, args.copy_steps, strict=True), 1):
         pool = frequent_tokens(stream, pool_size, vocab_size)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=args.copy_lr, betas=(0.9, 0.95), weight_decay=0.1
@@ -786,8 +791,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             },
             "loss_curve": curve,
             "copy_curriculum": {
-                "pools": args.copy_pools,
-                "steps": args.copy_steps,
+                "pools": ",".join(map(str, args.copy_pools)),
+                "steps": ",".join(map(str, args.copy_steps)),
                 "rows_per_batch": args.copy_rows,
                 "lr": args.copy_lr,
                 "phases": copy_phases,

@@ -251,3 +251,24 @@ def test_base_copies_from_its_context(model: PreTrainedModel, tokenizer: PreTrai
             total += input_ids.shape[1] - prefix
     assert total == 24 * 6  # one token per digit
     assert correct / total >= 0.25, f"{correct} of {total} digits"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--copy-pools", "64,0"], "--copy-pools has 2 phases, --copy-steps 3"),
+        (["--copy-steps", "400,x,250"], "comma-separated integers"),
+    ],
+)
+def test_bad_copy_curriculum_options_stop_the_build_before_pretraining(
+    options: list[str], message: str
+) -> None:
+    """The copy phases come after half an hour of pretraining: their options are checked first."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_tiny_base.py"
+    done = subprocess.run(
+        [sys.executable, str(script), *options, "--out", "/nonexistent/never-written"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
