@@ -58,19 +58,36 @@ def split_pool(values: Sequence[T]) -> tuple[list[T], list[T]]:
 # Slot values. Every pool is partitioned by `split_pool`.
 # --------------------------------------------------------------------------------------
 
+# Many first names, so a fine-tune must copy the one the system prompt gives: with 18 it learnt
+# the names themselves and greeted held-out customers by a training name (0% right).
 FIRST_NAMES = [
-    "Camille", "Julien", "Sophie", "Thomas", "Nathalie", "Karim", "Émilie", "Nicolas",
-    "Claire", "Mehdi", "Aurélie", "Antoine", "Sandrine", "Hugo", "Laura", "Vincent",
-    "Chloé", "Sébastien",
+    "Camille", "Julien", "Sophie", "Thomas", "Nathalie", "Karim", "Émilie", "Nicolas", "Claire", "Mehdi",
+    "Aurélie", "Antoine", "Sandrine", "Hugo", "Laura", "Vincent", "Chloé", "Sébastien", "Léa", "Lucas",
+    "Manon", "Mathieu", "Pauline", "Romain", "Élodie", "Alexandre", "Céline", "Maxime", "Julie", "Guillaume",
+    "Marine", "Kevin", "Audrey", "Damien", "Mélanie", "Florian", "Charlotte", "Jérémy", "Anaïs", "Quentin",
+    "Lucie", "Benoît", "Margaux", "Adrien", "Océane", "Fabrice", "Clémence", "Cédric", "Justine", "Jérôme",
+    "Amandine", "Arnaud", "Élise", "Franck", "Mathilde", "Grégoire", "Hélène", "Isabelle", "Pierre", "Valérie",
+    "Yann", "Agathe", "Rémi", "Victoire", "Samuel", "Zoé", "Gabriel", "Léonie", "Raphaël", "Jade",
+    "Louis", "Alice", "Arthur", "Rose", "Jules", "Louise", "Paul", "Anna", "Nathan", "Lina",
+    "Théo", "Malik", "Fatima", "Rachid", "Leïla", "Sofiane", "Nadia", "Moussa", "Aïcha", "Yanis",
+    "Salomé", "Tristan", "Coralie", "Bastien", "Ophélie", "Loïc", "Estelle", "Noémie", "Fabien", "Delphine",
+    "Stéphane", "Virginie", "Patrick", "Christelle", "Frédéric", "Aude", "Hervé", "Brigitte", "Agnès",
     # eval
-    "Inès", "Baptiste", "Yasmine", "Gaëlle", "Olivier", "Maëlys",
+    "Inès", "Baptiste", "Yasmine", "Gaëlle", "Olivier", "Maëlys", "Corentin", "Solène", "Anthony", "Marion",
+    "Thibault", "Axelle", "Dylan", "Morgane", "Cyril", "Bérénice", "Mathis", "Capucine", "Ludovic", "Apolline",
+    "Hakim", "Samia", "Xavier", "Églantine", "Félix", "Héloïse", "Joël", "Kylian", "Marius", "Romane",
+    "Eliott", "Ibrahim", "Gwenaëlle", "Timothée", "Albane", "Wassim", "Perrine",
 ]  # fmt: skip
 
 LAST_NAMES = [
-    "Martin", "Bernard", "Dubois", "Moreau", "Laurent", "Lefèvre", "Roux", "Fournier",
-    "Girard", "Bonnet", "Mercier", "Blanc", "Guérin", "Faure", "Chevalier",
+    "Martin", "Bernard", "Dubois", "Moreau", "Laurent", "Lefèvre", "Roux", "Fournier", "Girard", "Bonnet",
+    "Mercier", "Blanc", "Guérin", "Faure", "Chevalier", "Petit", "Durand", "Leroy", "Simon", "Michel",
+    "Garcia", "David", "Bertrand", "Robert", "Richard", "Rousseau", "Vincent", "Muller", "Fontaine", "Lambert",
+    "Henry", "Gauthier", "Morel", "Masson", "Marchal", "Dumont", "Duval", "Denis", "Brun", "Picard",
+    "Renaud", "Caron", "Gaillard", "Barbier", "Arnaud", "Schmitt", "Colin", "Vidal", "Hamon", "Boyer",
     # eval
-    "Benali", "Nguyen", "Perrin", "Marchand", "Lemoine",
+    "Benali", "Nguyen", "Perrin", "Marchand", "Lemoine", "Tessier", "Royer", "Leclerc", "Huet", "Pelletier",
+    "Cordier", "Aubert", "Besnard", "Kowalski", "Ouattara", "Jacquet", "Da Silva",
 ]  # fmt: skip
 
 # (city, postcode)

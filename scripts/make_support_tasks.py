@@ -8,9 +8,11 @@ intent. Each gives one task row per agent turn that has something checkable:
 - `answer`: the agent must carry out the request: repeat the order number or e-mail the
   customer gave, name the customer on a first turn, and take the action the intent calls for
   (a regex on the words every answer of that intent uses, e.g. `rembours` for a refund).
-- Every first agent turn opens with « Bonjour » or « Bonsoir », as every one of the dataset does:
-  the check a fine-tune passes first, and the one a reply rendered without the model's chat
-  template (a GGUF that lost it) fails.
+- Every first agent turn opens with « Bonjour » or « Bonsoir », as every one of the dataset does,
+  and never with someone else's name: « Bonjour Chloé » to Gaëlle, or to a customer the system
+  prompt does not name, fails (a wrong name is worse than none; a fine-tune that memorised its
+  training names does it). A reply rendered without the model's chat template (a GGUF that lost
+  it) fails this check first.
 
 Every check is tried on the reference reply (what the dataset's agent said): the script stops
 if a reference fails its own checks, so a check never asks for what a good reply may not say.
@@ -52,7 +54,8 @@ ACTIONS = {
     "delivery_options": r"(?s)point relais.*express|express.*point relais",
     "order_cancellation": r"annulée|annuler",
 }
-OPENING = {"type": "regex", "pattern": r"^(Bonjour|Bonsoir)\b", "name": "opens with a greeting"}
+# A capitalised word with a lower-case letter after the greeting: a name (not « CMD » or « ! »).
+NAME_AFTER_GREETING = r"\s+{exclude}[A-ZÀ-Ý][\w'-]*[a-zà-ÿ]"
 ORDER = re.compile(r"CMD-\d{6}")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Intents whose every answer repeats the e-mail the customer gave (subscription_cancellation: 71%).
@@ -66,6 +69,16 @@ def first_name(system: str) -> str | None:
     return match.group(1) if match else None
 
 
+def opening(name: str | None) -> dict:
+    """The greeting check: « Bonjour »/« Bonsoir » first, followed by no name but the customer's."""
+    exclude = rf"(?!{re.escape(name)}\b)" if name else ""
+    return {
+        "type": "regex",
+        "pattern": rf"^(Bonjour|Bonsoir)\b(?!{NAME_AFTER_GREETING.format(exclude=exclude)})",
+        "name": "opens with a greeting, no wrong name",
+    }
+
+
 def rows_for(conversation: dict) -> list[dict]:
     messages, intent = conversation["messages"], conversation["intent"]
     name = first_name(messages[0]["content"]) if messages[0]["role"] == "system" else None
@@ -74,11 +87,11 @@ def rows_for(conversation: dict) -> list[dict]:
     asks_first = identifier is not None and not identifier.search(messages[users[0]]["content"])
     out = []
     greeting = [
-        OPENING,
+        opening(name),
         *([{"type": "contains_all", "values": [name], "name": "customer's first name"}] if name else []),
     ]
     if asks_first:
-        wanted = r"CMD-" if identifier is ORDER else r"e-mail|adresse"
+        wanted = r"CMD-|numéro de (la )?commande" if identifier is ORDER else r"e-mail|adresse"
         out.append(
             {
                 "task": "clarify",

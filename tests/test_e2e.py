@@ -200,7 +200,7 @@ def test_a_gguf_that_lost_its_chat_template_fails_its_task_through_llamacpps_cha
     evaluated = (run_dir / "evaluate" / "replies" / "gguf-q4_k_m.jsonl").read_text().splitlines()
     assert [g["reply"] for g in served] == [json.loads(line)["reply"] for line in evaluated]
     intact, lost = score(rows, served), score(rows, chat_replies(stripped, prompts, tasks.max_new_tokens))
-    greeted = "opens with a greeting"
+    greeted = "opens with a greeting, no wrong name"
     assert intact["per_check"][greeted] >= 0.5, served
     assert lost["per_check"][greeted] < intact["per_check"][greeted] and lost["score"] < intact["score"]
 

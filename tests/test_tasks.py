@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,26 @@ def test_the_shipped_support_task_set_passes_on_its_references_and_fails_on_othe
     empty = tasks.score(rows, [{"reply": "", "finish_reason": "length"} for _ in rows])
     assert empty["score"] == 0 and empty["self_ended"] == 0
     assert str(ASSETS) in cfg.eval.tasks.path
+
+
+def test_a_greeting_with_someone_elses_name_fails_the_shipped_greeting_check() -> None:
+    """« Bonjour Chloé » to Gaëlle, or to a customer the system prompt does not name, is worse than
+    no name: the greeting check fails it (a fine-tune that memorised its training names does it)."""
+    cfg = compose_typed(["recipe=support-fr"])
+    rows = tasks.load_rows(Path(cfg.eval.tasks.path), scorers_per_task=cfg.eval.tasks.scorers)
+    tried = {"named": 0, "unnamed": 0}
+    for row in rows:
+        checks = {str(c.get("name")): c for c in row.checks}
+        greeting = checks.get("opens with a greeting, no wrong name")
+        if greeting is None:
+            continue
+        assert scorers.apply(row.reference, greeting, row.reference).passed, row.id
+        named = checks.get("customer's first name")
+        if named:
+            wrong = row.reference.replace(named["values"][0], "Chloé", 1)
+        else:
+            wrong = re.sub(r"^(Bonjour|Bonsoir)", r"\1 Chloé", row.reference)
+        assert wrong != row.reference
+        assert not scorers.apply(wrong, greeting, row.reference).passed, wrong
+        tried["named" if named else "unnamed"] += 1
+    assert min(tried.values()) >= 10, tried
