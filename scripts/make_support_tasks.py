@@ -54,8 +54,6 @@ ACTIONS = {
     "delivery_options": r"(?s)point relais.*express|express.*point relais",
     "order_cancellation": r"annulée|annuler",
 }
-# A capitalised word with a lower-case letter after the greeting: a name (not « CMD » or « ! »).
-NAME_AFTER_GREETING = r"\s+{exclude}[A-ZÀ-Ý][\w'-]*[a-zà-ÿ]"
 ORDER = re.compile(r"CMD-\d{6}")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Intents whose every answer repeats the e-mail the customer gave (subscription_cancellation: 71%).
@@ -70,11 +68,12 @@ def first_name(system: str) -> str | None:
 
 
 def opening(name: str | None) -> dict:
-    """The greeting check: « Bonjour »/« Bonsoir » first, followed by no name but the customer's."""
-    exclude = rf"(?!{re.escape(name)}\b)" if name else ""
+    """The greeting check: « Bonjour »/« Bonsoir » first, followed by no name but the customer's
+    (a name: a capitalised word with a lower-case letter, so not « CMD »)."""
+    other = rf"(?!{re.escape(name)}\b)" if name else ""
     return {
         "type": "regex",
-        "pattern": rf"^(Bonjour|Bonsoir)\b(?!{NAME_AFTER_GREETING.format(exclude=exclude)})",
+        "pattern": rf"^(Bonjour|Bonsoir)\b(?!\s+{other}[A-ZÀ-Ý][\w'-]*[a-zà-ÿ])",
         "name": "opens with a greeting, no wrong name",
     }
 
