@@ -194,6 +194,40 @@ def _slot_text(value: Any) -> str:
     return value[0] if isinstance(value, tuple) else value
 
 
+# Half the train conversations name a customer by an invented first name, seen once or twice in
+# the whole split: a fine-tune can then only greet them by copying the name from the system prompt,
+# the skill a held-out customer needs. With real names alone (a hundred, each in about twenty
+# conversations) it learnt each name as a word and wrote half-names for held-out customers.
+INVENTED_NAME_SHARE = 0.5
+INVENTED_NAMES = 1500
+NAME_VOWELS = "aeiouyàâäéèêëîïôöûüœ"
+
+
+def invent_first_names(names: Sequence[str], avoid: Sequence[str], count: int) -> list[str]:
+    """`count` first names made of the head of one listed name and the tail of another, cut
+    where a vowel meets a consonant (« So » + « thalie »), none equal to a listed name or
+    containing a value of `avoid`."""
+
+    def cuts(name: str) -> list[int]:
+        lower = name.lower()
+        return [i for i in range(1, len(name)) if lower[i - 1] in NAME_VOWELS and lower[i] not in NAME_VOWELS]
+
+    rng = random.Random(0)
+    taken = set(names)
+    invented: list[str] = []
+    while len(invented) < count:
+        head, tail = rng.sample(names, 2)
+        head_cuts, tail_cuts = cuts(head), cuts(tail)
+        if not head_cuts or not tail_cuts:
+            continue
+        name = head[: rng.choice(head_cuts)] + tail[rng.choice(tail_cuts) :]
+        if len(name) < 4 or name in taken or any(value in name or name in value for value in avoid):
+            continue
+        taken.add(name)
+        invented.append(name)
+    return invented
+
+
 # --------------------------------------------------------------------------------------
 # Shared dialogue pieces.
 # --------------------------------------------------------------------------------------
@@ -234,6 +268,53 @@ GREETINGS_PLAIN = [
     "Bonjour et merci d'avoir contacté le service client Opaline.",
     "Bonjour, merci de nous avoir écrit.",
 ]
+
+# Before asking for the identifier the agent says what it will do, as agents do: the answer that
+# follows the customer's reply then continues a conversation whose last agent turn names the request.
+ACKNOWLEDGEMENTS: dict[str, tuple[str, ...]] = {
+    "order_tracking": (
+        "Je m'occupe du suivi de votre commande.",
+        "Je regarde où en est le suivi de votre colis.",
+    ),
+    "late_delivery": ("Je suis désolé pour ce retard de livraison.", "Toutes nos excuses pour ce retard."),
+    "refund": (
+        "Je vais vérifier où en est votre remboursement.",
+        "Je regarde votre remboursement tout de suite.",
+    ),
+    "return_label": (
+        "Je peux vous préparer une étiquette de retour.",
+        "Je m'occupe de l'étiquette de retour pour votre colis.",
+    ),
+    "damaged_item": (
+        "Je suis navré que votre article soit arrivé endommagé.",
+        "Désolé pour cet article abîmé, nous allons arranger cela.",
+    ),
+    "password_reset": (
+        "Je peux vous envoyer un lien de réinitialisation du mot de passe.",
+        "Je m'occupe de la réinitialisation de votre mot de passe.",
+    ),
+    "invoice_copy": ("Je peux tout à fait vous renvoyer la facture.", "Je m'occupe de votre facture."),
+    "subscription_cancellation": (
+        "Je peux m'occuper de la résiliation de votre abonnement.",
+        "Je prends note de votre demande de résiliation.",
+    ),
+    "address_change": (
+        "Je vais voir si l'adresse de livraison peut encore être modifiée.",
+        "Je m'occupe du changement d'adresse de livraison.",
+    ),
+    "warranty": (
+        "Je vais vérifier si votre article est encore sous garantie.",
+        "Je regarde ce que couvre la garantie de votre article.",
+    ),
+    "account_deletion": (
+        "Je peux lancer la suppression de votre compte.",
+        "Je prends en charge votre demande de suppression de compte.",
+    ),
+    "order_cancellation": (
+        "Je vais voir si la commande peut encore être annulée.",
+        "Je m'occupe d'annuler votre commande si elle n'est pas encore partie.",
+    ),
+}
 
 ASK_ORDER = [
     "Je vais vérifier cela pour vous. Pourriez-vous m'indiquer votre numéro de commande ? Il commence "
@@ -346,7 +427,21 @@ INTENTS: tuple[Intent, ...] = (
             "Bonjour, est-ce que ma commande {order} a déjà été expédiée ?",
             "Je n'arrive pas à suivre mon colis, pouvez-vous m'aider ?",
             "Bonsoir, j'aimerais connaître le statut de ma commande {order}, s'il vous plaît.",
+            "Bonjour, j'ai passé commande le {order_date} et je n'ai toujours pas de numéro de suivi. "
+            "Pouvez-vous me le transmettre ?",
+            "Le colis de la commande {order} est-il déjà parti de votre entrepôt ?",
+            "Bonjour, pourriez-vous me dire à quelle étape en est l'envoi de {mon_product} ? J'aimerais "
+            "connaître la date de livraison.",
+            "Bonjour, j'aimerais avoir le lien de suivi de la commande {order}, je ne le trouve pas dans mes "
+            "e-mails.",
+            "Bonsoir, mon colis est-il en route ? J'ai commandé {un_product} il y a quelques jours.",
+            "Bonjour, pouvez-vous me dire quel transporteur s'occupe de la commande {order} et quand je peux "
+            "l'attendre ?",
             # eval
+            "Bonjour, avez-vous une idée de la date d'arrivée du paquet de la commande {order} ? Je "
+            "souhaiterais m'organiser pour être là.",
+            "Je n'ai aucune visibilité sur l'acheminement de {mon_product} depuis la confirmation d'achat, "
+            "pouvez-vous me renseigner ?",
             "Bonjour, où se trouve actuellement mon colis ? Je n'ai reçu aucun e-mail d'expédition.",
             "Pourriez-vous me donner des nouvelles de la commande {order} ? Je l'attends avec impatience.",
         ),
@@ -408,7 +503,23 @@ INTENTS: tuple[Intent, ...] = (
             "dépassée.",
             "Le suivi de la commande {order} n'a pas bougé depuis une semaine, c'est inquiétant.",
             "Bonjour, c'est très décevant : ma livraison est en retard et je n'ai reçu aucune information.",
+            "Bonjour, la livraison de la commande {order} était annoncée pour le {eta}, cette date est "
+            "passée et toujours rien.",
+            "Bonjour, cela fait maintenant {days_late} jours que j'attends mon colis après la date promise. "
+            "C'est normal ?",
+            "Je commence à m'impatienter : la livraison de {mon_product} a pris beaucoup de retard et je "
+            "n'ai aucune explication.",
+            "Bonjour, ma commande {order} a {days_late} jours de retard sur la date prévue. Pouvez-vous "
+            "relancer le transporteur ?",
+            "Bonsoir, la date de livraison de mon colis est dépassée depuis plusieurs jours, pourquoi cela "
+            "tarde-t-il autant ?",
+            "Commande {order} passée le {order_date}, censée arriver le {eta}, et je n'ai toujours rien. Que "
+            "se passe-t-il ?",
             # eval
+            "Bonjour, la commande {order} accuse un sérieux retard : le {eta} est passé et personne n'est "
+            "venu livrer.",
+            "Bonjour, mon paquet n'est toujours pas arrivé alors que le délai annoncé est largement écoulé. "
+            "Pouvez-vous faire le point ?",
             "Bonjour, toujours rien reçu pour la commande {order} alors que la date prévue était le {eta}. "
             "Que dois-je faire ?",
             "Bonsoir, mon colis semble bloqué depuis plusieurs jours. Pourriez-vous vous renseigner ?",
@@ -471,7 +582,23 @@ INTENTS: tuple[Intent, ...] = (
             "Mon retour est arrivé chez vous d'après le suivi, mais toujours pas de remboursement. Que se "
             "passe-t-il ?",
             "Bonjour, combien de temps faut-il pour obtenir un remboursement après un retour ?",
+            "Bonjour, vous avez reçu mon colis retour pour la commande {order}, mais je ne vois toujours pas "
+            "les {price} recrédités.",
+            "Bonjour, je n'ai toujours pas été remboursé pour l'article que je vous ai renvoyé. Pouvez-vous "
+            "vérifier ?",
+            "Je vois que mon retour a été accepté, mais l'argent n'est pas revenu sur {mon_payment_method}. "
+            "C'est normal ?",
+            "Bonjour, où en est le remboursement de {price} pour la commande {order} ? Cela commence à faire "
+            "long.",
+            "Bonsoir, j'ai retourné {le_product} il y a plus de dix jours et rien n'a été recrédité sur mon "
+            "compte bancaire.",
+            "Bonjour, pouvez-vous m'indiquer la date à laquelle je serai remboursé pour le retour de la "
+            "commande {order} ?",
             # eval
+            "Bonjour, le montant de la commande {order} devait m'être restitué après mon retour, mais je ne "
+            "l'ai jamais vu passer.",
+            "Bonjour, aucun crédit n'apparaît sur mon relevé alors que vous avez réceptionné l'article "
+            "retourné. Pouvez-vous regarder ?",
             "Bonjour, j'attends le remboursement de la commande {order} depuis plus de 10 jours, pouvez-vous "
             "regarder ?",
             "Bonsoir, à quel moment l'argent de mon retour sera-t-il reversé sur mon compte ?",
@@ -531,7 +658,22 @@ INTENTS: tuple[Intent, ...] = (
             "Comment est-ce que je peux renvoyer ma commande {order} ? Il me faut une étiquette.",
             "Bonjour, l'étiquette de retour que j'ai reçue ne s'imprime pas correctement, pouvez-vous m'en "
             "renvoyer une ?",
+            "Bonjour, je voudrais renvoyer {le_product} de la commande {order}, pouvez-vous me transmettre "
+            "un bon de retour prépayé ?",
+            "Bonjour, finalement {le_product} ne me plaît pas et je voudrais faire un retour. Où puis-je "
+            "obtenir l'étiquette ?",
+            "Comment dois-je procéder pour renvoyer un article ? Je n'ai pas d'étiquette de retour.",
+            "Bonjour, je compte renvoyer l'intégralité de la commande {order}. Pourriez-vous me fournir "
+            "l'étiquette d'envoi ?",
+            "Bonjour, je suis encore dans le délai de rétractation et je veux retourner {mon_product}. "
+            "Pouvez-vous m'envoyer de quoi l'expédier ?",
+            "Je n'arrive pas à télécharger l'étiquette de retour de la commande {order} depuis mon espace "
+            "client.",
             # eval
+            "Bonjour, j'aimerais obtenir le QR code ou l'étiquette pour déposer le retour de la commande "
+            "{order} en point relais.",
+            "Bonsoir, je ne garde pas l'appareil que j'ai reçu et je souhaiterais vous le réexpédier. Que "
+            "dois-je imprimer ?",
             "Bonjour, j'aimerais faire un retour pour la commande {order}. Pouvez-vous me générer le "
             "bordereau ?",
             "Bonsoir, {le_product} ne correspond pas à mes attentes. Puis-je avoir une étiquette de retour ?",
@@ -592,7 +734,21 @@ INTENTS: tuple[Intent, ...] = (
             "Bonjour, je viens de déballer ma commande {order} et l'appareil ne s'allume pas.",
             "Mon colis est arrivé complètement écrasé et le contenu est endommagé. Que dois-je faire ?",
             "Bonjour, dans ma commande {order}, l'appareil est rayé et il manque un accessoire.",
+            "Bonjour, à l'ouverture du colis, {le_product} était en morceaux. Que proposez-vous ?",
+            "Bonjour, la commande {order} est arrivée avec le carton déchiré et l'appareil cabossé.",
+            "Le produit livré avec la commande {order} est défectueux dès la sortie de la boîte : impossible "
+            "de le faire fonctionner.",
+            "Bonsoir, j'ai reçu ma commande ce matin et le boîtier de l'appareil est fendu. Comment obtenir "
+            "un échange ?",
+            "Bonjour, j'ai découvert une grosse marque de choc sur {mon_product} en ouvrant la commande "
+            "{order} hier.",
+            "Bonjour, le colis a visiblement été maltraité pendant le transport : l'article est abîmé et "
+            "inutilisable.",
             # eval
+            "Bonjour, la commande {order} m'est parvenue en mauvais état : une pièce est cassée et "
+            "l'emballage était éventré.",
+            "Bonjour, quelle est la marche à suivre quand on reçoit un appareil déjà abîmé ? Le mien est "
+            "bosselé sur le dessus.",
             "Bonjour, la commande {order} m'a été livrée hier et l'appareil présente une fissure sur le côté.",
             "Bonsoir, l'article que j'ai reçu est endommagé, je souhaiterais un remplacement.",
         ),
@@ -654,7 +810,19 @@ INTENTS: tuple[Intent, ...] = (
             "Bonjour, impossible de me connecter avec l'adresse {email}, le site dit que le mot de passe est "
             "incorrect.",
             "Le lien pour réinitialiser mon mot de passe a expiré, comment en obtenir un nouveau ?",
+            "Bonjour, je ne me souviens plus de mon mot de passe pour le compte {email}, pouvez-vous m'aider "
+            "à en créer un nouveau ?",
+            "Bonjour, quand je clique sur « Mot de passe oublié », il ne se passe rien. Comment faire ?",
+            "Bonsoir, pouvez-vous m'envoyer un lien pour redéfinir mon mot de passe à l'adresse {email} ?",
+            "Bonjour, mon mot de passe n'est plus reconnu depuis la mise à jour de l'application et je ne "
+            "peux plus rien faire sur mon compte.",
+            "Bonjour, le mail pour changer de mot de passe n'arrive pas sur {email}, même dans les spams.",
+            "Comment réinitialiser mon mot de passe ? Je l'ai perdu et je voudrais accéder à mon compte.",
             # eval
+            "Bonjour, l'accès à mon compte {email} m'est refusé, je crois que j'ai oublié mes identifiants. "
+            "Pouvez-vous les réinitialiser ?",
+            "Bonsoir, je suis incapable de retrouver mon code d'accès au site, que dois-je faire pour en "
+            "définir un autre ?",
             "Bonjour, je n'arrive plus à accéder à mon espace client, j'ai dû me tromper de mot de passe "
             "plusieurs fois.",
             "Bonsoir, pourriez-vous réinitialiser le mot de passe du compte {email} ?",
@@ -716,7 +884,22 @@ INTENTS: tuple[Intent, ...] = (
             "Bonjour, serait-il possible d'avoir une copie de la facture pour la commande {order} ?",
             "J'ai perdu la facture de {mon_product}, j'en ai besoin pour la garantie.",
             "Bonjour, pouvez-vous me renvoyer par e-mail la facture correspondant à la commande {order} ?",
+            "Bonjour, j'aurais besoin d'un justificatif d'achat pour la commande {order}, c'est pour une "
+            "note de frais.",
+            "Bonjour, pourriez-vous m'adresser la facture de {mon_product} ? J'en ai besoin pour ma "
+            "comptabilité.",
+            "La facture de la commande {order} n'apparaît pas dans mon espace client, pouvez-vous me "
+            "l'envoyer ?",
+            "Bonsoir, je dois fournir une preuve d'achat à mon assurance, pouvez-vous m'envoyer la facture "
+            "correspondante ?",
+            "Bonjour, est-ce que je peux recevoir une facture détaillée avec la TVA pour la commande "
+            "{order} ?",
+            "Bonjour, je n'ai jamais reçu de facture pour mon achat de {price}, est-ce normal ?",
             # eval
+            "Bonjour, merci de me transmettre un duplicata de la facture de la commande {order}, j'ai égaré "
+            "l'original.",
+            "Bonjour, je cherche une pièce justificative pour mon achat du {order_date}, pouvez-vous me "
+            "faire parvenir la facture ?",
             "Bonjour, où puis-je télécharger la facture de la commande {order} ?",
             "Bonsoir, il me faudrait un duplicata de facture pour un achat récent, est-ce possible ?",
         ),
@@ -771,7 +954,19 @@ INTENTS: tuple[Intent, ...] = (
             "Je n'utilise plus mon abonnement {plan}, pouvez-vous le résilier s'il vous plaît ?",
             "Bonjour, est-il possible de mettre fin à mon abonnement {plan} dès maintenant ?",
             "Bonjour, je souhaite mettre fin à mon abonnement ; l'adresse e-mail de mon compte est {email}.",
+            "Bonjour, je ne souhaite plus payer {plan_price} par mois pour l'abonnement {plan}, merci de "
+            "l'arrêter.",
+            "Bonjour, je veux me désabonner de la formule {plan}. Mon adresse e-mail client est {email}.",
+            "Comment faire pour ne plus être prélevé chaque mois pour l'abonnement Opaline ?",
+            "Bonsoir, je souhaite résilier l'abonnement rattaché au compte {email}, il ne me sert plus à "
+            "rien.",
+            "Bonjour, je voudrais que mon abonnement {plan} ne soit pas reconduit le mois prochain.",
+            "Bonjour, merci de mettre un terme à mon abonnement {plan} (compte {email}) et de cesser les "
+            "prélèvements sur {mon_payment_method}.",
             # eval
+            "Bonjour, je désire me désinscrire de l'offre {plan} ; je ne veux plus aucun prélèvement "
+            "mensuel.",
+            "Bonsoir, l'abonnement lié à {email} ne m'intéresse plus, pourriez-vous l'interrompre ?",
             "Bonsoir, pourriez-vous procéder à la résiliation de mon abonnement {plan} ? Merci.",
             "Bonjour, je veux stopper le renouvellement automatique de mon abonnement, l'adresse du compte "
             "est {email}.",
@@ -834,7 +1029,23 @@ INTENTS: tuple[Intent, ...] = (
             "Peut-on encore changer l'adresse de livraison d'une commande passée hier ?",
             "Bonjour, je ne serai pas chez moi cette semaine, puis-je faire livrer mon colis chez mes parents "
             "à {city} ?",
+            "Bonjour, il y a une faute dans le numéro de rue de la commande {order}, il faut livrer au "
+            "{new_address}.",
+            "Bonjour, le code postal de ma commande est erroné, pouvez-vous le rectifier avant "
+            "l'expédition ?",
+            "Bonsoir, pourriez-vous envoyer la commande {order} à cette adresse plutôt : {new_address} ? Je "
+            "serai en déplacement.",
+            "Est-il encore temps de changer l'adresse de livraison ? Je voudrais recevoir mon colis à "
+            "{city}.",
+            "Bonjour, pour la commande {order}, merci de remplacer l'adresse de livraison par celle-ci : "
+            "{new_address}.",
+            "Bonjour, je voudrais faire livrer ma dernière commande sur mon lieu de travail plutôt qu'à mon "
+            "domicile, c'est possible ?",
             # eval
+            "Bonjour, l'adresse saisie pour la commande {order} est incomplète, la bonne est {new_address}. "
+            "Pouvez-vous la mettre à jour ?",
+            "Bonjour, puis-je encore indiquer une autre adresse de réception pour un achat que je viens de "
+            "faire ?",
             "Bonjour, merci de bien vouloir modifier l'adresse de la commande {order} : je souhaite une "
             "livraison au {new_address}.",
             "Bonsoir, j'ai indiqué une ancienne adresse pour ma commande, pouvez-vous la corriger ?",
@@ -904,7 +1115,21 @@ INTENTS: tuple[Intent, ...] = (
             "Bonjour, j'essaie de payer ma commande de {price} mais la transaction est rejetée.",
             "Bonjour, la page de paiement affiche une erreur et ma commande n'est pas validée. Pouvez-vous "
             "m'aider ?",
+            "Bonjour, ma carte bancaire est systématiquement refusée sur votre site au moment de régler.",
+            "Bonjour, la validation 3D Secure échoue à chaque fois que je paie par {payment_method}, que "
+            "faire ?",
+            "Bonsoir, je n'arrive pas à finaliser mon achat : la page de paiement tourne dans le vide puis "
+            "affiche un échec.",
+            "Bonjour, pourquoi mon paiement de {price} est-il refusé ? J'ai assez d'argent sur mon compte.",
+            "Bonjour, j'ai essayé trois fois de payer avec {mon_payment_method} et ça ne marche jamais. "
+            "C'est énervant.",
+            "Bonjour, je ne reçois pas le code de validation de ma banque pour confirmer le paiement, du "
+            "coup la commande ne passe pas.",
             # eval
+            "Bonjour, le règlement de mon panier de {price} n'aboutit pas, j'obtiens une erreur à la "
+            "dernière étape.",
+            "Bonsoir, la transaction ne se fait pas quand je veux acheter {un_product}, pouvez-vous voir "
+            "d'où vient le blocage ?",
             "Bonsoir, impossible de régler mon panier, le paiement est refusé à chaque tentative. Que se "
             "passe-t-il ?",
             "Bonjour, ma banque dit que tout est en ordre, pourtant votre site refuse le paiement avec "
@@ -964,7 +1189,20 @@ INTENTS: tuple[Intent, ...] = (
             "Bonjour, j'ai reçu le code {promo} par e-mail mais il ne s'applique pas à mon panier.",
             "Pourquoi la réduction du code {promo} n'est-elle pas prise en compte ?",
             "Bonjour, impossible d'utiliser le code {promo} pour acheter {un_product}. Est-il encore valable ?",
+            "Bonjour, j'ai saisi le code {promo} mais le total de mon panier reste le même.",
+            "Le code {promo} me donne une erreur « code expiré », pourtant j'ai reçu l'offre cette semaine.",
+            "Bonjour, est-ce que le code {promo} est cumulable avec les soldes ? Il ne s'applique pas.",
+            "Bonsoir, la remise de mon code {promo} n'a pas été déduite de ma commande de {price}, "
+            "pouvez-vous regarder ?",
+            "Bonjour, impossible de profiter de ma réduction avec {promo}, le site dit qu'elle n'est pas "
+            "applicable à ces articles.",
+            "Bonjour, je comptais utiliser {promo} sur {un_product}, mais le champ « code avantage » me "
+            "renvoie une erreur.",
             # eval
+            "Bonjour, à quoi correspond le message « conditions non remplies » quand je tape le code "
+            "{promo} ?",
+            "Bonjour, le rabais promis avec {promo} n'apparaît nulle part dans le récapitulatif de ma "
+            "commande.",
             "Bonsoir, le bon de réduction {promo} ne s'applique pas, est-ce un bug ?",
             "Bonjour, pouvez-vous m'expliquer pourquoi le code {promo} est rejeté dans mon panier ?",
         ),
@@ -1028,7 +1266,23 @@ INTENTS: tuple[Intent, ...] = (
             "garantie ?",
             "Bonjour, l'appareil acheté le {purchase_date} est en panne, que couvre la garantie ?",
             "Je souhaite faire jouer la garantie pour la commande {order}, l'appareil ne démarre plus.",
+            "Bonjour, {mon_product} ne marche plus du tout après huit mois d'utilisation. Est-ce encore "
+            "couvert par la garantie ?",
+            "Bonjour, je voudrais faire réparer {le_product} de la commande {order} dans le cadre de la "
+            "garantie.",
+            "L'appareil de ma commande {order} a cessé de fonctionner du jour au lendemain, la garantie "
+            "s'applique-t-elle ?",
+            "Bonsoir, l'appareil que je vous ai acheté il y a un an surchauffe anormalement. Puis-je "
+            "bénéficier de la garantie ?",
+            "Bonjour, pour la commande {order}, l'appareil fait des étincelles quand je le branche. Comment "
+            "faire une réclamation sous garantie ?",
+            "Bonjour, est-ce que vous prenez en charge la réparation ou l'échange de {mon_product}, qui est "
+            "en panne depuis la semaine dernière ?",
             # eval
+            "Bonjour, {mon_product} a un dysfonctionnement depuis hier, je souhaite déposer une demande de "
+            "prise en charge sous garantie pour la commande {order}.",
+            "Bonjour, mon appareil ne s'allume plus après un an et demi, ai-je droit à un échange ou une "
+            "réparation gratuite ?",
             "Bonsoir, j'ai une panne sur {mon_product}, la garantie peut-elle s'appliquer ?",
             "Bonjour, l'article de la commande {order} présente un défaut de fonctionnement depuis peu. "
             "Quelle est la procédure de garantie ?",
@@ -1090,7 +1344,19 @@ INTENTS: tuple[Intent, ...] = (
             "Bonjour, avez-vous encore du stock pour {le_product} ? J'aimerais en commander deux.",
             "Est-ce que vous allez réapprovisionner {le_product} bientôt ?",
             "Bonjour, pouvez-vous me prévenir quand {le_product} sera de nouveau en vente ?",
+            "Bonjour, avez-vous une date de retour en stock pour {le_product} ?",
+            "Bonjour, je ne parviens pas à ajouter {le_product} au panier, le bouton est grisé. Est-ce "
+            "épuisé ?",
+            "Vous reste-t-il des exemplaires {du_product} ? Je souhaiterais l'offrir pour un anniversaire.",
+            "Bonsoir, est-il possible de recevoir un e-mail dès qu'il y aura du réassort pour {le_product} ?",
+            "Bonjour, le produit « {product} » est-il encore commercialisé ? Je ne le trouve plus sur le "
+            "site.",
+            "Bonjour, j'aimerais commander trois exemplaires {du_product}, avez-vous la quantité en stock ?",
             # eval
+            "Bonjour, la fiche {du_product} indique « épuisé ». Un nouvel arrivage est-il prévu "
+            "prochainement ?",
+            "Bonsoir, je souhaite acquérir {un_product}, pouvez-vous me dire s'il en reste dans votre "
+            "entrepôt ?",
             "Bonsoir, {le_product} apparaît en rupture, savez-vous quand il y en aura à nouveau ?",
             "Bonjour, je cherche {un_product} mais la fiche produit indique « bientôt disponible ». Avez-vous "
             "une date ?",
@@ -1150,7 +1416,20 @@ INTENTS: tuple[Intent, ...] = (
             "Bonjour, pouvez-vous supprimer le compte associé à l'adresse {email} ?",
             "Bonjour, j'aimerais que vous supprimiez toutes les données que vous conservez sur moi, puis "
             "que vous fermiez mon compte.",
+            "Bonjour, je ne compte plus commander chez vous, merci de supprimer mon compte {email}.",
+            "Comment puis-je effacer définitivement mon profil client et l'historique de mes commandes ?",
+            "Bonjour, je demande la suppression de toutes les données liées à l'adresse {email}, "
+            "conformément à la loi.",
+            "Bonsoir, je veux que mon compte Opaline disparaisse complètement, comment faire ?",
+            "Bonjour, pouvez-vous désactiver et supprimer l'espace client rattaché à {email} ? Je n'en ai "
+            "plus l'usage.",
+            "Bonjour, où se trouve l'option pour supprimer son compte ? Je ne la trouve nulle part dans les "
+            "paramètres.",
             # eval
+            "Bonjour, pouvez-vous fermer pour de bon le compte dont l'identifiant est {email} ? Je ne veux "
+            "plus rien avoir à faire avec votre boutique.",
+            "Bonsoir, merci d'effacer mes coordonnées de vos fichiers et de désactiver mon accès client pour "
+            "toujours.",
             "Bonsoir, je voudrais exercer mon droit à l'effacement et clôturer mon compte Opaline.",
             "Bonjour, merci de supprimer définitivement mon compte ({email}) ainsi que mes informations.",
         ),
@@ -1210,7 +1489,19 @@ INTENTS: tuple[Intent, ...] = (
             "Bonjour, proposez-vous une livraison express ?",
             "Bonjour, à partir de quel montant la livraison est-elle gratuite ?",
             "Si je commande {un_product} aujourd'hui, quand la livraison aura-t-elle lieu ?",
+            "Bonjour, combien coûte la livraison à domicile ?",
+            "Bonjour, est-il possible d'avoir une livraison le lendemain si je commande ce matin ?",
+            "Quels transporteurs utilisez-vous, et peut-on choisir entre domicile et point relais ?",
+            "Bonsoir, pour une commande de {price}, les frais de port sont-ils offerts ?",
+            "Bonjour, j'habite à {city} : en combien de temps recevrai-je un colis envoyé en livraison "
+            "standard ?",
+            "Bonjour, avant de commander {un_product}, j'aimerais connaître les frais d'expédition et les "
+            "délais.",
             # eval
+            "Bonjour, quelle différence de prix et de délai y a-t-il entre l'envoi express et l'envoi "
+            "classique ?",
+            "Bonsoir, je voudrais savoir combien de temps met un colis pour arriver et s'il est possible de "
+            "le récupérer en relais.",
             "Bonsoir, quelles options de livraison proposez-vous pour une adresse à {city} ?",
             "Bonjour, pouvez-vous me détailler les différentes formules de livraison ?",
         ),
@@ -1270,7 +1561,20 @@ INTENTS: tuple[Intent, ...] = (
             "deux commandes ?",
             "Bonjour, je voudrais annuler la commande de {mon_product}, j'ai trouvé moins cher ailleurs.",
             "Pouvez-vous annuler la commande {order} avant qu'elle ne soit expédiée ?",
+            "Bonjour, merci de stopper la commande {order}, j'ai choisi le mauvais modèle.",
+            "Bonjour, je viens de commander {un_product} mais finalement je n'en veux plus. Pouvez-vous "
+            "annuler avant l'envoi ?",
+            "Est-ce trop tard pour annuler la commande {order} passée ce matin ?",
+            "Bonsoir, je voudrais renoncer à ma commande de {price} avant qu'elle parte de l'entrepôt.",
+            "Bonjour, pour des raisons budgétaires, je dois annuler la commande {order}. Merci de faire le "
+            "nécessaire.",
+            "Bonjour, comment annuler une commande que je viens de valider ? Je ne vois pas de bouton pour "
+            "le faire.",
             # eval
+            "Bonjour, pourriez-vous bloquer l'envoi de la commande {order} et l'annuler ? Je ne la veux "
+            "plus.",
+            "Bonjour, ma commande d'hier n'est sûrement pas encore préparée : pouvez-vous l'annuler purement "
+            "et simplement ?",
             "Bonsoir, j'ai changé d'avis, merci d'annuler ma commande {order}.",
             "Bonjour, je souhaiterais annuler ma dernière commande, est-ce encore faisable ?",
         ),
@@ -1337,6 +1641,7 @@ class SplitPools:
     give_email: list[str]
     thanks: list[str]
     slots: dict[str, list[Any]]
+    invented_first_names: list[str]
 
 
 def _split_pools() -> dict[str, SplitPools]:
@@ -1371,6 +1676,11 @@ def _split_pools() -> dict[str, SplitPools]:
         train, held_out = split_pool(values)
         parts["train"]["slots"][name] = train
         parts["eval"]["slots"][name] = held_out
+    eval_values = [_slot_text(value) for values in parts["eval"]["slots"].values() for value in values]
+    parts["train"]["invented_first_names"] = invent_first_names(
+        parts["train"]["slots"]["first_name"], eval_values, INVENTED_NAMES
+    )
+    parts["eval"]["invented_first_names"] = []
     return {split: SplitPools(**parts[split]) for split in SPLITS}
 
 
@@ -1476,7 +1786,8 @@ def _digits(rng: random.Random, n: int) -> str:
 def _context(rng: random.Random, pools: SplitPools) -> dict[str, str]:
     """Draw every slot a template may use, from this split's pools, coherent within one conversation."""
     slots = pools.slots
-    first_name = rng.choice(slots["first_name"])
+    invented = pools.invented_first_names and rng.random() < INVENTED_NAME_SHARE
+    first_name = rng.choice(pools.invented_first_names if invented else slots["first_name"])
     last_name = rng.choice(slots["last_name"])
     city, postcode = rng.choice(slots["city"])
     product = rng.choice(slots["product"])
@@ -1576,7 +1887,8 @@ def _conversation(rng: random.Random, intent: Intent, pools: SplitPools) -> list
         else:
             ask_pool = intent.ask or (ASK_EMAIL_CONFIRM if named else ASK_EMAIL)
             give_pool = pools.give.get(intent.name) or pools.give_email
-        exchanges.append((opening, f"{greeting} {rng.choice(ask_pool)}"))
+        acknowledgement = rng.choice(ACKNOWLEDGEMENTS[intent.name])
+        exchanges.append((opening, f"{greeting} {acknowledgement} {rng.choice(ask_pool)}"))
         exchanges.append((rng.choice(give_pool), answer))
         target = rng.choice((2, 2, 3))
     else:
@@ -1664,7 +1976,9 @@ def _readme(seed: int, train: list[dict], evaluation: list[dict]) -> str:
         "(first and last names, cities, streets, products, carriers, promo codes, plans, payment",
         "methods) is partitioned, the last quarter of each list being reserved for eval. No eval user",
         "message, and none of those eval-only values, appears in train. Assistant answer templates are",
-        "shared, since they are the behaviour being taught.",
+        "shared, since they are the behaviour being taught. Half the train conversations name an",
+        "invented customer (the head of one listed first name and the tail of another, « So » +",
+        "« thalie »), so a fine-tune learns to copy the name the system prompt gives, not a list.",
         "",
         "## Intents",
         "",

@@ -20,9 +20,17 @@ from conftest import fault_env, run_trainer
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 # The task set's first rows only: every evaluate run (four here) generates a reply per row per model.
-TASK_ROWS = 8
-# The run that only re-scores (crash) needs no reply worth reading: one row, a few tokens.
-RESCORE = ["eval.tasks.limit=1", "eval.tasks.max_new_tokens=8"]
+# Sixteen, so the self-ended gate (an artifact must end 90% as many replies as merged) does not
+# fail on the one reply of eight that a 40-step fine-tune runs on with.
+TASK_ROWS = 16
+# The run that only re-scores (crash) needs no reply worth reading: one row, a few tokens, and so
+# no task gates (eight tokens of one reply decide nothing about an artifact).
+RESCORE = [
+    "eval.tasks.limit=1",
+    "eval.tasks.max_new_tokens=8",
+    "eval.gates.min_task_share=null",
+    "eval.gates.min_self_ended_share=null",
+]
 ARGS = [
     "recipe=support-fr",
     "train.max_steps=40",
@@ -33,7 +41,8 @@ ARGS = [
     "data.eval_size=60",
     "eval.drift.tokens=2048",
     f"eval.tasks.limit={TASK_ROWS}",
-    "eval.tasks.max_new_tokens=48",
+    # Room for a whole clarify reply (greeting, what the agent will do, the question: ~70 tokens).
+    "eval.tasks.max_new_tokens=96",
 ]
 ARTIFACT_KEYS = {
     "name", "format", "path", "size_bytes", "perplexity", "delta_pct", "runtime", "passed_gate",

@@ -114,3 +114,50 @@ def test_generation_is_seeded(builder: ModuleType) -> None:
     first = builder.generate(0, 50, 20)
     assert builder.generate(0, 50, 20) == first
     assert builder.generate(1, 50, 20) != first
+
+
+def _named_customers(builder: ModuleType, rows: list[dict]) -> list[str]:
+    """First name of each conversation whose system prompt names the customer."""
+    names = []
+    for row in rows:
+        for context in builder.CUSTOMER_CONTEXTS:
+            prefix = context.split("{first_name}")[0]
+            system = row["messages"][0]["content"]
+            if prefix in system:
+                names.append(system.split(prefix, 1)[1].split()[0])
+    return names
+
+
+def test_train_customers_are_too_many_to_memorise(builder: ModuleType, train: list[dict]) -> None:
+    """A fine-tune must copy the customer's name from the system prompt; with a few dozen
+    names repeated across the split it learnt the names instead and misnamed held-out ones."""
+    names = _named_customers(builder, train)
+    listed = set(builder.FIRST_NAMES)
+    assert len(names) > len(train) // 2
+    assert len(set(names)) > len(names) // 3, f"{len(set(names))} distinct names in {len(names)} chats"
+    invented = [name for name in names if name not in listed]
+    assert 0.35 < len(invented) / len(names) < 0.65, f"{len(invented)} invented of {len(names)}"
+
+
+def test_invented_names_never_contain_a_held_out_value(builder: ModuleType) -> None:
+    held_out = [value for parts in builder.slot_value_partition().values() for value in parts["eval"]]
+    invented = builder.POOLS["train"].invented_first_names
+    assert len(invented) == len(set(invented)) == builder.INVENTED_NAMES
+    assert not builder.POOLS["eval"].invented_first_names
+    clashes = [(name, value) for name in invented for value in held_out if value in name or name in value]
+    assert not clashes, clashes[:5]
+
+
+def test_every_request_for_an_identifier_names_the_request(train: list[dict], builder: ModuleType) -> None:
+    """The agent says what it will do before asking for the order number or e-mail, so the answer
+    after the customer's reply continues a conversation that names the request."""
+    asks = [*builder.ASK_ORDER, *builder.ASK_EMAIL, *builder.ASK_EMAIL_CONFIRM]
+    asks += [ask for intent in builder.INTENTS for ask in intent.ask]
+    checked = 0
+    for row in train:
+        first_reply = row["messages"][2]["content"]
+        if any(ask in first_reply for ask in asks):
+            checked += 1
+            said = builder.ACKNOWLEDGEMENTS[row["intent"]]
+            assert any(sentence in first_reply for sentence in said), (row["id"], first_reply)
+    assert checked > len(train) // 4
