@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 # The task set's first rows only: every evaluate run (four here) generates a reply per row per model.
 # Sixteen, so the self-ended gate (an artifact must end 90% as many replies as merged) does not
-# fail on the one reply of eight that a 40-step fine-tune runs on with.
+# fail an artifact for the one reply of eight that a 40-step fine-tune does not end.
 TASK_ROWS = 16
 # The run that only re-scores (crash) needs no reply worth reading: one row, a few tokens, and so
 # no task gates (eight tokens of one reply decide nothing about an artifact).

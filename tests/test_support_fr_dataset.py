@@ -118,11 +118,11 @@ def test_generation_is_seeded(builder: ModuleType) -> None:
 
 def _named_customers(builder: ModuleType, rows: list[dict]) -> list[str]:
     """First name of each conversation whose system prompt names the customer."""
+    prefixes = [context.split("{first_name}")[0] for context in builder.CUSTOMER_CONTEXTS]
     names = []
     for row in rows:
-        for context in builder.CUSTOMER_CONTEXTS:
-            prefix = context.split("{first_name}")[0]
-            system = row["messages"][0]["content"]
+        system = row["messages"][0]["content"]
+        for prefix in prefixes:
             if prefix in system:
                 names.append(system.split(prefix, 1)[1].split()[0])
     return names
