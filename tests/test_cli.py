@@ -26,6 +26,18 @@ def test_data_stage_runs_then_is_skipped(tmp_path: Path) -> None:
     assert json.loads((run_dir / "data" / "DONE.json").read_text())["run_id"] == run_id
 
 
+def test_run_dir_holds_hydras_files_and_no_runs_folder_is_made(tmp_path: Path) -> None:
+    """`run_dir=` moves the whole run: Hydra's config and the log land beside the stages, and
+    `runs/<recipe>` (another run's, perhaps) is left alone."""
+    run_dir = tmp_path / "elsewhere"
+    result = run_trainer(["recipe=support-fr", "stages=[data]", f"run_dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (run_dir / "data" / "DONE.json").exists()
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    assert (run_dir / "trainer.log").exists()
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bad_rows_stop_the_run_naming_file_and_line(tmp_path: Path) -> None:
     data = tmp_path / "bad.jsonl"
     data.write_text(

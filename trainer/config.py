@@ -51,8 +51,16 @@ def _plain_name(value: str) -> str:
     return text
 
 
+def _run_dir_or(run_dir: str | None, default: str) -> str:
+    """`${run_dir_or:${run_dir},runs/...}` in hydra.run.dir: a command that names `run_dir` gets
+    Hydra's `.hydra/` and log there, beside its stages, not in (and over) `runs/<name>`."""
+    return default if run_dir in (None, "") else str(run_dir)
+
+
 if not OmegaConf.has_resolver("plain_name"):
     OmegaConf.register_new_resolver("plain_name", _plain_name)
+if not OmegaConf.has_resolver("run_dir_or"):
+    OmegaConf.register_new_resolver("run_dir_or", _run_dir_or)
 if not OmegaConf.has_resolver("asset"):
     OmegaConf.register_new_resolver("asset", _asset)
 if not OmegaConf.has_resolver("gpus"):
