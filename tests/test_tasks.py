@@ -170,3 +170,23 @@ def test_a_greeting_with_someone_elses_name_fails_the_shipped_greeting_check() -
         assert not scorers.apply(wrong, greeting, row.reference).passed, wrong
         tried["named" if named else "unnamed"] += 1
     assert min(tried.values()) >= 10, tried
+
+
+def test_a_clarify_reply_that_invents_the_identifier_fails_the_shipped_check() -> None:
+    """The customer gave no order number or e-mail: a reply that asks for one passes, a reply that
+    quotes one does not: a base pretrained on customers' messages strung order numbers together
+    and passed the looser check on 82% of the rows, against 59% for the default fine-tune."""
+    cfg = compose_typed(["recipe=support-fr"])
+    rows = tasks.load_rows(Path(cfg.eval.tasks.path), scorers_per_task=cfg.eval.tasks.scorers)
+    tried = {"order": 0, "email": 0}
+    for row in rows:
+        asks = next((c for c in row.checks if c.get("name") == "asks for the identifier"), None)
+        if asks is None:
+            continue
+        assert scorers.apply(row.reference, asks, row.reference).passed, row.id
+        kind = "order" if "CMD-" in asks["pattern"] else "email"
+        invented = "CMD-123456" if kind == "order" else "client.opaline@example.fr"
+        wrong = f"{row.reference} Je vois bien {invented} dans votre dossier."
+        assert not scorers.apply(wrong, asks, row.reference).passed, wrong
+        tried[kind] += 1
+    assert min(tried.values()) >= 3, tried
