@@ -4,8 +4,8 @@ From the support-fr eval split (conversations the fine-tune never sees), a few c
 intent. Each gives one task row per agent turn that has something checkable:
 
 - `clarify`: the customer opened without the order number or e-mail the request needs; the
-  agent must ask for it without quoting one (any would be invented), and greet a customer the
-  system prompt names by first name.
+  agent must ask for it without quoting one (an order number would be invented, an account's
+  e-mail revealed), and greet a customer the system prompt names by first name.
 - `answer`: the agent must carry out the request: repeat the order number or e-mail the
   customer gave, name the customer on a first turn, and take the action the intent calls for
   (a regex on the words every answer of that intent uses, e.g. `rembours` for a refund).
@@ -91,8 +91,9 @@ def rows_for(conversation: dict) -> list[dict]:
         *([{"type": "contains_all", "values": [name], "name": "customer's first name"}] if name else []),
     ]
     if asks_first:
-        # Asks for it and quotes none: the customer gave none, so any number or address is invented
-        # (a base that strings order numbers together must not pass for asking).
+        # Asks for it and quotes none: the customer gave no order number, so any is invented, and the
+        # account's e-mail is the customer's to confirm, not the agent's to reveal (as in every
+        # reference). A base that strings order numbers together must not pass for asking.
         wanted = (
             r"(?s)^(?!.*CMD-\d)(?=.*(CMD-|numéro de (la )?commande))"
             if identifier is ORDER
