@@ -17,12 +17,15 @@ import json
 import os
 import socket
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from trainer.errors import TrainerError
 
 LOCK_FILE = ".lock"
+# How long a refused run waits for a holder that has just taken the lock to write its name.
+HOLDER_NAME_WAIT_S = 1.0
 # Set for child processes of the holder that work in the same run directory.
 HELD_ENV = "TRAINER_RUN_LOCK_HELD"
 # What this process was started with (the holder sets HELD_ENV in its own environment too).
@@ -54,6 +57,12 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
+            # A holder that took the lock an instant ago writes its name next: wait for it briefly,
+            # so a run started together with another is told which pid holds the directory.
+            deadline = time.monotonic() + HOLDER_NAME_WAIT_S
+            while not holder and time.monotonic() < deadline:
+                time.sleep(0.02)
+                holder = _read_holder(fd)
             os.close(fd)
             raise RunDirLocked(_refusal(self.run_dir, holder)) from None
         holder = {
