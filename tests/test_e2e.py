@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import fault_env, run_trainer
 
+from trainer.precision import bf16_is_native
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 # The task set's first rows only: every evaluate run (four here) generates a reply per row per model.
@@ -45,7 +47,7 @@ ARGS = [
     "eval.tasks.max_new_tokens=96",
 ]
 ARTIFACT_KEYS = {
-    "name", "format", "path", "size_bytes", "perplexity", "delta_pct", "runtime", "passed_gate",
+    "name", "format", "path", "size_bytes", "perplexity", "delta_pct", "runtime", "compute_dtype", "passed_gate",
     "fidelity", "drift", "serving", "gates", "gate_failures",
 }  # fmt: skip
 
@@ -77,9 +79,17 @@ def test_report_follows_the_contract(run: tuple[Path, Path, str]) -> None:
     assert report["merge"]["base"] in ("original", "dequantized")
     names = [a["name"] for a in report["artifacts"]]
     assert names == ["base", "merged", "gptq-w4g128", "awq-w4g128", "gguf-q4_k_m", "gguf-q4_k_m-noimatrix"]
+    # The type each model computed in: it moves greedy replies, so the report says it.
+    native = "bfloat16" if bf16_is_native("cpu") else "float32"
+    computed = {
+        "transformers": {native},
+        "gptqmodel": {"bfloat16", "float16", "float32"},
+        "llama.cpp": {None},
+    }
     for artifact in report["artifacts"]:
         assert set(artifact) >= ARTIFACT_KEYS
         assert artifact["format"] in ("hf-bf16", "gptq", "awq", "gguf")
+        assert artifact["compute_dtype"] in computed[artifact["runtime"]], artifact
         assert artifact["perplexity"] > 1
         if artifact["name"] != "base":
             assert (run_dir / artifact["path"]).exists(), artifact["path"]
@@ -95,6 +105,7 @@ def test_report_follows_the_contract(run: tuple[Path, Path, str]) -> None:
         assert artifact["passed_gate"] is True
         assert artifact["replies"] and all(r["reply"] for r in artifact["replies"])
     assert (run_dir / "report.md").read_text().count("|") > 20
+    assert f"| transformers ({native}) |" in (run_dir / "report.md").read_text()
     assert (run_dir / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "report:" in stdout and "gptq" in stdout
 

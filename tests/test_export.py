@@ -15,3 +15,25 @@ def test_secrets_are_redacted_from_the_recorded_config() -> None:
     assert recorded["merge"]["base"] == "auto"  # enums become plain values
     nested = scrub({"hub": {"HF_TOKEN": "abc", "api_key": "x", "note": "key sk-" + "a" * 24}})
     assert nested == {"hub": {"HF_TOKEN": "<redacted>", "api_key": "<redacted>", "note": "key <redacted>"}}
+
+
+def test_the_table_names_the_type_each_model_computed_in_beside_its_runtime() -> None:
+    """Greedy replies follow the compute type, so a reader comparing two runs' task scores must see it."""
+    from trainer.stages.export import table_rows
+
+    common = {
+        "format": "hf-bf16",
+        "size_bytes": 1e6,
+        "perplexity": 2.0,
+        "delta_pct": 0.0,
+        "passed_gate": None,
+    }
+    task = {"score": 0.6, "self_ended": 1.0}
+    rows = table_rows(
+        [
+            {**common, "name": "merged", "runtime": "transformers", "compute_dtype": "float32", "task": task},
+            {**common, "name": "gguf", "runtime": "llama.cpp", "compute_dtype": None, "task": task},
+            {**common, "name": "failed", "runtime": "gptqmodel", "task": None},
+        ]
+    )
+    assert [row[2] for row in rows] == ["transformers (float32)", "llama.cpp", "gptqmodel"]

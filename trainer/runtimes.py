@@ -328,6 +328,9 @@ def score(
     clock.seconds["load"] = round(load_seconds, 2)
     return {
         "runtime": runtime,
+        # What the model computed in (bf16 only where native, but GPTQModel loads bf16 everywhere):
+        # speed and, now and then, a greedy reply depend on it (README, "Task checks").
+        "compute_dtype": str(model.dtype).removeprefix("torch."),
         "nll": result.nll,
         "perplexity": result.perplexity,
         "tokens": result.tokens,
@@ -396,6 +399,8 @@ def score_llama_cpp(
     clock.lap("serving")
     return {
         "runtime": "llama.cpp",
+        # ggml picks its own types per operation (quantized weights, 8-bit activations for k-quant dot products).
+        "compute_dtype": None,
         "nll": result.nll,
         "perplexity": result.perplexity,
         "tokens": result.tokens,

@@ -142,7 +142,10 @@ def table_rows(artifacts: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         task = a.get("task") or {}
         score = f"{task['score']:.3f}" if task else ""
         ended = f"{100 * task['self_ended']:.0f}%" if task else ""
-        rows.append((a["name"], a["format"], a["runtime"], size, perplexity, delta, score, ended, passed))
+        # The compute type beside the runtime: it moves greedy replies, so scores from runs on
+        # machines that compute differently (bf16 where native, float32 elsewhere) differ by it.
+        runtime = f"{a['runtime']} ({a['compute_dtype']})" if a.get("compute_dtype") else a["runtime"]
+        rows.append((a["name"], a["format"], runtime, size, perplexity, delta, score, ended, passed))
     return rows
 
 
@@ -347,6 +350,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                 "perplexity": result["perplexity"],
                 "delta_pct": result["delta_pct"],
                 "runtime": result["runtime"],
+                "compute_dtype": result.get("compute_dtype"),
                 "passed_gate": result["passed_gate"],
                 "tokens": result["tokens"],
                 "replies": result["replies"],
