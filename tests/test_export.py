@@ -18,7 +18,7 @@ def test_secrets_are_redacted_from_the_recorded_config() -> None:
 
 
 def test_the_table_names_the_type_each_model_computed_in_beside_its_runtime() -> None:
-    """Greedy replies follow the compute type, so a reader comparing two runs' task scores must see it."""
+    """Runs on machines that compute differently are not alike: a reader comparing two must see the type."""
     from trainer.stages.export import table_rows
 
     common = {

@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 from conftest import ASSETS
 
-from trainer.precision import bf16_is_native
+from trainer.precision import fast_float
 from trainer.runtimes import score
 
 
 @pytest.mark.slow
 def test_a_scored_model_records_the_type_it_computed_in(tmp_path: Path) -> None:
-    """bfloat16 only where the CPU runs it natively, float32 elsewhere: the report shows which,
-    because greedy replies (and so task scores) differ between the two."""
+    """bfloat16 only where the CPU runs it natively, float32 elsewhere (the project's policy,
+    `fast_float`): the report shows which."""
     eval_jsonl = tmp_path / "eval2.jsonl"
     lines = (ASSETS / "support-fr" / "eval.jsonl").read_text(encoding="utf-8").splitlines()[:2]
     eval_jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
     scored = score("transformers", ASSETS / "tiny-base", eval_jsonl, samples=1, max_new_tokens=4)
-    assert scored["compute_dtype"] == ("bfloat16" if bf16_is_native("cpu") else "float32")
+    assert scored["compute_dtype"] == str(fast_float("cpu")).removeprefix("torch.")
     assert scored["tokens"] > 0 and len(scored["generations"]) == 1

@@ -142,8 +142,8 @@ def table_rows(artifacts: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         task = a.get("task") or {}
         score = f"{task['score']:.3f}" if task else ""
         ended = f"{100 * task['self_ended']:.0f}%" if task else ""
-        # The compute type beside the runtime: it moves greedy replies, so scores from runs on
-        # machines that compute differently (bf16 where native, float32 elsewhere) differ by it.
+        # The compute type beside the runtime (bf16 where native, float32 elsewhere; GPTQModel bf16
+        # everywhere): speed and training differ by it between machines, so a reader comparing runs sees it.
         runtime = f"{a['runtime']} ({a['compute_dtype']})" if a.get("compute_dtype") else a["runtime"]
         rows.append((a["name"], a["format"], runtime, size, perplexity, delta, score, ended, passed))
     return rows
