@@ -155,6 +155,55 @@ def test_the_final_eval_reuses_the_one_logged_at_the_last_step() -> None:
     assert train_stage.final_eval_loss(trainer) == 2.5 and calls == [1]
 
 
+def test_the_fused_lm_head_scores_only_labelled_positions_on_a_cpu_with_the_same_loss(monkeypatch) -> None:
+    """TRL's fused head projected every prompt and padding position on a CPU (46% of a default
+    step); after the switch it projects the labelled ones only, and the loss is still the mean
+    cross-entropy of the labelled tokens computed from full logits."""
+    import torch
+    import trl.trainer.utils as trl_utils
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # restored after the test
+    projected_rows = []
+    kernel = trl_utils._ChunkedLogProbFunction
+
+    class CountingKernel:
+        @staticmethod
+        def apply(hidden, *args):
+            projected_rows.append(hidden.shape[0])
+            return kernel.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", CountingKernel)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    model = LlamaForCausalLM(config)
+    trl_utils.add_fused_lm_head(model)
+    input_ids = torch.randint(0, 64, (2, 12))
+    labels = input_ids.clone()
+    labels[:, :8] = -100  # prompt tokens
+    labels[1, 10:] = -100  # padding
+    labelled = int((labels[:, 1:] != -100).sum())
+
+    def fused_loss() -> float:
+        return model(input_ids=input_ids, labels=labels, fused_lm_head=True).loss.item()
+
+    before = fused_loss()
+    assert projected_rows == [2 * 11]  # every position but the last of each row
+    assert train_stage.score_only_labelled_positions() and train_stage.score_only_labelled_positions()
+    after = fused_loss()
+    assert projected_rows[1:] == [labelled] == [6]
+    logits = model(input_ids=input_ids).logits[:, :-1]
+    reference = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), labels[:, 1:].reshape(-1)).item()
+    assert after == pytest.approx(reference, rel=1e-5) and after == pytest.approx(before, rel=1e-5)
+
+
 def test_packing_warns_unless_attention_stays_within_each_row() -> None:
     for kernel in ("sdpa", "eager", None):
         warning = train_stage.packing_warning(True, kernel)

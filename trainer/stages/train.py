@@ -206,6 +206,35 @@ def keep_adapter_in_float32(model: Any, dtype: DType) -> int:
     return cast
 
 
+def score_only_labelled_positions() -> bool:
+    """Make TRL's fused LM head project only the positions that carry a label, on a CPU too.
+
+    TRL's SFT loss runs the LM head in vocabulary tiles (`add_fused_lm_head`). Off CUDA/XPU it
+    scores every position, to keep tile shapes fixed for compiling backends (Neuron); in eager CPU
+    training that projects every prompt and padding token through the head and normalises it over
+    the vocabulary, for a zero gradient. On the default recipe that was 46% of a step's time
+    (torch.profiler, 2 cores); scoring the labelled positions only gave the same losses with 25%
+    less time a step (AMD EPYC Zen 3, 40 steps). The decision is TRL's module-level `_use_triton`
+    lookup in `trl.trainer.utils`, which picks nothing else there; the kernel keeps its own
+    lookup, so the tiles still run in torch. False when TRL no longer has that lookup.
+    """
+    import trl.trainer.utils as trl_utils
+    from trl.kernels.chunked_logprob import _use_triton
+
+    current = getattr(trl_utils, "_use_triton", None)
+    if getattr(current, "scores_labelled_only", False):
+        return True
+    if current is not _use_triton:
+        return False
+
+    def compact(device: Any) -> bool:
+        return device.type == "cpu" or _use_triton(device)
+
+    compact.scores_labelled_only = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact
+    return True
+
+
 def sft_trainer_class() -> type:
     """TRL's SFTTrainer, resuming a checkpoint with each trainable weight in the dtype it trained in.
 
@@ -419,6 +448,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.train.gradient_checkpointing
         )
+    if device == "cpu" and not score_only_labelled_positions():
+        log.warning("this TRL scores every position through the LM head on a CPU: training runs slower")
     checkpoints = ctx.out_dir / "checkpoints"
     trainer = sft_trainer_class()(
         model=model,
