@@ -214,9 +214,9 @@ def score_only_labelled_positions() -> bool:
     training that projects every prompt and padding token through the head and normalises it over
     the vocabulary, for a zero gradient. On the default recipe that was 46% of a step's time
     (torch.profiler, 2 cores); scoring the labelled positions only gave the same losses with 25%
-    less time a step (AMD EPYC Zen 3, 36 steps, alternating). The decision is TRL's module-level `_use_triton`
-    lookup in `trl.trainer.utils`, which picks nothing else there; the kernel keeps its own
-    lookup, so the tiles still run in torch. False when TRL no longer has that lookup.
+    less time a step (AMD EPYC Zen 3, 36 steps, alternating). The decision is TRL's module-level
+    `_use_triton` lookup in `trl.trainer.utils`, which picks nothing else there; the kernel keeps
+    its own lookup, so the tiles still run in torch. False when TRL no longer has that lookup.
     """
     import trl.trainer.utils as trl_utils
 
