@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import fault_env, run_trainer
 
-from trainer.precision import fast_float
+from trainer.precision import dtype_name, fast_float
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -80,7 +80,7 @@ def test_report_follows_the_contract(run: tuple[Path, Path, str]) -> None:
     names = [a["name"] for a in report["artifacts"]]
     assert names == ["base", "merged", "gptq-w4g128", "awq-w4g128", "gguf-q4_k_m", "gguf-q4_k_m-noimatrix"]
     # The type each model computed in, so runs on machines that compute differently can be told apart.
-    native = str(fast_float("cpu")).removeprefix("torch.")
+    native = dtype_name(fast_float("cpu"))
     computed = {
         "transformers": {native},
         "gptqmodel": {"bfloat16", "float16", "float32"},

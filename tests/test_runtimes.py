@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import ASSETS
 
-from trainer.precision import fast_float
+from trainer.precision import dtype_name, fast_float
 from trainer.runtimes import score
 
 
@@ -19,5 +19,5 @@ def test_a_scored_model_records_the_type_it_computed_in(tmp_path: Path) -> None:
     lines = (ASSETS / "support-fr" / "eval.jsonl").read_text(encoding="utf-8").splitlines()[:2]
     eval_jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
     scored = score("transformers", ASSETS / "tiny-base", eval_jsonl, samples=1, max_new_tokens=4)
-    assert scored["compute_dtype"] == str(fast_float("cpu")).removeprefix("torch.")
+    assert scored["compute_dtype"] == dtype_name(fast_float("cpu"))
     assert scored["tokens"] > 0 and len(scored["generations"]) == 1

@@ -31,3 +31,8 @@ def fast_float(device: str) -> Any:
     if bf16_is_native(device):
         return torch.bfloat16
     return torch.float16 if device.startswith("cuda") else torch.float32
+
+
+def dtype_name(dtype: Any) -> str:
+    """A torch dtype as configs and reports spell it: `bfloat16`, not `torch.bfloat16`."""
+    return str(dtype).removeprefix("torch.")

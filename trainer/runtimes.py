@@ -26,6 +26,7 @@ from typing import Any
 from trainer.child import describe_exit, output_tail
 from trainer.errors import TrainerError
 from trainer.memory import peak_rss_mib, release, reset_peak_rss
+from trainer.precision import dtype_name
 
 RUNTIMES = ("transformers", "gptqmodel", "llama.cpp")
 
@@ -330,7 +331,7 @@ def score(
         "runtime": runtime,
         # What the model computed in (bf16 only where native, but GPTQModel loads bf16 everywhere):
         # speed and, now and then, a greedy reply depend on it (README, "Task checks").
-        "compute_dtype": str(model.dtype).removeprefix("torch."),
+        "compute_dtype": dtype_name(model.dtype),
         "nll": result.nll,
         "perplexity": result.perplexity,
         "tokens": result.tokens,

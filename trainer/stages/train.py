@@ -36,6 +36,7 @@ from trainer.errors import ConfigError
 from trainer.masking import encode_with_mask
 from trainer.modeling import load_tokenizer
 from trainer.pipeline import StageContext
+from trainer.precision import dtype_name
 from trainer.progress import Bar, stage_bar
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def compute_dtype(qlora: QLoraConfig, device: str) -> DType:
 
     wanted = qlora.compute_dtype
     if wanted is ComputeDType.auto:
-        chosen = DType(str(fast_float(device)).removeprefix("torch."))
+        chosen = DType(dtype_name(fast_float(device)))
         if chosen is not DType.bfloat16:
             log.info("this %s has no native bfloat16: training computes in %s", device, chosen.value)
         return chosen
@@ -530,7 +531,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ],
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "adapter_dtypes": sorted(
-            {str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad}
+            {dtype_name(p.dtype) for p in trainer.model.parameters() if p.requires_grad}
         ),
         # What the merge stage needs to rebuild the exact NF4 weights the adapter trained against.
         "quantized_modules": quantized_modules,
