@@ -157,6 +157,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--copy-steps", type=str, default="400,300,250", help="optimizer steps of each copy phase"
     )
     parser.add_argument(
+        "--copy-gaps",
+        type=str,
+        default="15,15,15",
+        help="longest gap (tokens) between a span and its repeat, per copy phase",
+    )
+    parser.add_argument(
+        "--continue-from",
+        type=Path,
+        default=None,
+        help="a built base to run only the given copy phases on (its tokenizer, pretraining and "
+        "earlier phases are kept and recorded); default: build from scratch",
+    )
+    parser.add_argument(
         "--copy-rows",
         type=int,
         default=8,
@@ -176,10 +189,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     try:
         args.copy_pools = [int(value) for value in args.copy_pools.split(",") if value.strip()]
         args.copy_steps = [int(value) for value in args.copy_steps.split(",") if value.strip()]
+        args.copy_gaps = [int(value) for value in args.copy_gaps.split(",") if value.strip()]
     except ValueError as exc:
-        parser.error(f"--copy-pools and --copy-steps take comma-separated integers ({exc})")
-    if len(args.copy_pools) != len(args.copy_steps):
-        parser.error(f"--copy-pools has {len(args.copy_pools)} phases, --copy-steps {len(args.copy_steps)}")
+        parser.error(f"--copy-pools, --copy-steps and --copy-gaps take comma-separated integers ({exc})")
+    if not len(args.copy_pools) == len(args.copy_steps) == len(args.copy_gaps):
+        parser.error(
+            f"--copy-pools has {len(args.copy_pools)} phases, --copy-steps {len(args.copy_steps)}, "
+            f"--copy-gaps {len(args.copy_gaps)}"
+        )
+    if any(gap + 2 * 20 > args.seq_len for gap in args.copy_gaps):
+        parser.error(f"a --copy-gaps value leaves no room for two 20-token spans in --seq-len {args.seq_len}")
+    if args.continue_from and not (args.continue_from / "build_info.json").is_file():
+        parser.error(f"--continue-from {args.continue_from}: no build_info.json there (not a built base)")
     return args
 
 
@@ -503,18 +524,18 @@ def frequent_tokens(stream: torch.Tensor, count: int, vocab_size: int) -> torch.
 
 
 def copy_rows(
-    rows: int, seq_len: int, pool: torch.Tensor, generator: torch.Generator
+    rows: int, seq_len: int, pool: torch.Tensor, generator: torch.Generator, max_gap: int = 15
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of random spans (3-20 tokens drawn from ``pool``), each repeated after a gap of
-    0-15 random tokens; labels only on the repeat's tokens after its first, the tokens that
-    attending back to the first occurrence predicts and nothing else does."""
+    0 to ``max_gap`` random tokens; labels only on the repeat's tokens after its first, the tokens
+    that attending back to the first occurrence predicts and nothing else does."""
     input_ids = pool[torch.randint(len(pool), (rows, seq_len), generator=generator)]
     labels = torch.full_like(input_ids, -100)
     for row in range(rows):
         start = 0
         while True:
             span = int(torch.randint(3, 21, (1,), generator=generator))
-            gap = int(torch.randint(0, 16, (1,), generator=generator))
+            gap = int(torch.randint(0, max_gap + 1, (1,), generator=generator))
             repeat = start + span + gap
             if repeat + span > seq_len:
                 break
@@ -524,9 +545,11 @@ def copy_rows(
     return input_ids, labels
 
 
-def copy_accuracy(model: LlamaForCausalLM, pool: torch.Tensor, seq_len: int, seed: int) -> float:
+def copy_accuracy(
+    model: LlamaForCausalLM, pool: torch.Tensor, seq_len: int, seed: int, max_gap: int = 15
+) -> float:
     """Greedy accuracy on the labelled tokens of 16 fresh copy rows from ``pool``."""
-    input_ids, labels = copy_rows(16, seq_len, pool, torch.Generator().manual_seed(seed))
+    input_ids, labels = copy_rows(16, seq_len, pool, torch.Generator().manual_seed(seed), max_gap)
     model.eval()
     with torch.inference_mode():
         predicted = model(input_ids=input_ids).logits[:, :-1].argmax(-1)
@@ -545,14 +568,18 @@ def copy_curriculum(
     Each phase trains on batches half corpus, half :func:`copy_rows`, with a pool of tokens that
     grows: on the whole vocabulary at once the copy loss stays at chance for 500 steps, on the 64
     most frequent tokens it falls within 150, and the mechanism then widens to every token in a
-    few hundred steps. Returns per phase the copy accuracy on its own pool and on every token."""
+    few hundred steps. ``--copy-gaps`` sets how far apart span and repeat may be per phase: a
+    customer's name sits 50-150 tokens before the greeting that repeats it, and copies learnt
+    within 15 tokens reached 15% at a gap of 80. Returns per phase the copy accuracy on its own pool
+    and on every token, near (gaps up to 15) and far (gaps up to 200)."""
     vocab_size = model.config.vocab_size
     everything = frequent_tokens(stream, 0, vocab_size)
     generator = torch.Generator().manual_seed(args.seed + 1)
     corpus = batches(stream, args.seq_len, args.batch_size - args.copy_rows, generator)
     report = []
     model.train()
-    for phase, (pool_size, phase_steps) in enumerate(zip(args.copy_pools, args.copy_steps, strict=True), 1):
+    phases = zip(args.copy_pools, args.copy_steps, args.copy_gaps, strict=True)
+    for phase, (pool_size, phase_steps, max_gap) in enumerate(phases, 1):
         pool = frequent_tokens(stream, pool_size, vocab_size)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=args.copy_lr, betas=(0.9, 0.95), weight_decay=0.1
@@ -562,7 +589,7 @@ def copy_curriculum(
         )
         for step in range(1, phase_steps + 1):
             text = next(corpus)
-            copies, copy_labels = copy_rows(args.copy_rows, args.seq_len, pool, generator)
+            copies, copy_labels = copy_rows(args.copy_rows, args.seq_len, pool, generator, max_gap)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bf16(args)):
                 logits = model(input_ids=torch.cat([text, copies])).logits.float()
             text_loss = torch.nn.functional.cross_entropy(
@@ -586,8 +613,12 @@ def copy_curriculum(
             "phase": phase,
             "pool": len(pool),
             "steps": phase_steps,
-            "copy_accuracy_pool": round(copy_accuracy(model, pool, args.seq_len, 999), 4),
+            "max_gap": max_gap,
+            "copy_accuracy_pool": round(copy_accuracy(model, pool, args.seq_len, 999, max_gap), 4),
             "copy_accuracy_all_tokens": round(copy_accuracy(model, everything, args.seq_len, 999), 4),
+            "copy_accuracy_all_tokens_far": round(
+                copy_accuracy(model, everything, args.seq_len, 999, 200), 4
+            ),
         }
         log(f"copy phase {phase}: {point}")
         report.append(point)
@@ -613,6 +644,12 @@ def write_card(directory: Path, info: dict[str, Any]) -> None:
     ppl = info["heldout"]
     copy = info["copy_curriculum"]
     copied = ", ".join(f"{phase['copy_accuracy_all_tokens']:.0%}" for phase in copy["phases"]) or "none"
+    copied_far = ", ".join(
+        f"{phase['copy_accuracy_all_tokens_far']:.0%}"
+        if "copy_accuracy_all_tokens_far" in phase
+        else "not measured"
+        for phase in copy["phases"]
+    )
     text = f"""# tiny-base
 
 A Llama-architecture causal LM of {info["parameters"] / 1e6:.2f}M parameters with a 4,096-piece
@@ -656,10 +693,12 @@ conversation, so it is useless as an assistant until a fine-tune (the support-fr
   peak lr {info["lr"]:g}, warmup + cosine, {info["precision"]}; saved in bfloat16.
 - **Copy curriculum**: then {len(copy["phases"])} phases of {copy["steps"]} steps whose batches are
   {info["batch_size"] - copy["rows_per_batch"]} corpus rows and {copy["rows_per_batch"]} rows of random token spans, each repeated
-  after a short gap (loss on the repeats only), drawn from a growing pool of tokens ({copy["pools"]};
-  0 is the whole vocabulary), peak lr {copy["lr"]:g}: so the model can repeat what its context
-  holds (the order number a customer gave), which a fine-tune cannot teach an 8M model in minutes.
-  Greedy accuracy on fresh repeats of any token after each phase: {copied}.
+  after a gap of up to ({copy.get("gaps", "15")}) tokens (loss on the repeats only), drawn from a growing pool of
+  tokens ({copy["pools"]}; 0 is the whole vocabulary), peak lr {copy["lr"]:g}: so the model can repeat what
+  its context holds (the order number a customer gave, the name a system prompt gives 50-150 tokens
+  before the greeting), which a fine-tune cannot teach an 8M model in minutes.
+  Greedy accuracy on fresh repeats of any token after each phase, within 15 tokens: {copied};
+  within 200 tokens: {copied_far}.
 
 ## Held-out perplexity
 
@@ -689,6 +728,35 @@ are involved; they are distributed under the project's license.
     (directory / "README.md").write_text(text, encoding="utf-8")
 
 
+def continued(earlier: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The build facts of a base continued by more copy phases: the earlier build's tokenizer,
+    corpus and pretraining, its copy phases followed by these, both commands, both times."""
+    copy, before = info["copy_curriculum"], earlier["copy_curriculum"]
+    # Builds before --copy-gaps copied within 15 tokens in every phase.
+    before = {"gaps": ",".join("15" for _ in before["phases"])} | before
+    phases = [
+        *before["phases"],
+        *({**p, "phase": len(before["phases"]) + p["phase"]} for p in copy["phases"]),
+    ]
+    return earlier | {
+        "command": f"{earlier['command']} && {info['command']}",
+        "copy_curriculum": before
+        | {key: f"{before[key]},{copy[key]}" for key in ("pools", "steps", "gaps")}
+        | {"phases": phases},
+        "heldout": earlier["heldout"]
+        | {
+            key: info["heldout"][key]
+            for key in ("trained", "reloaded_bf16", "nll_reloaded_bf16", "french_reloaded_bf16")
+        },
+        "versions": info["versions"],
+        "precision": earlier["precision"]
+        if earlier["precision"] == info["precision"]
+        else f"{earlier['precision']}, then {info['precision']}",
+        "train_seconds": round(earlier["train_seconds"] + info["train_seconds"], 1),
+        "seconds": round(earlier["seconds"] + info["seconds"], 1),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -708,25 +776,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix=".tiny-base-", dir=args.out.parent) as tmp:
         staging = Path(tmp) / "model"
         staging.mkdir()
-        sp_model = train_sentencepiece([*corpus.train, *french, *support], args.vocab_size, args.threads)
-        sp = spm.SentencePieceProcessor(model_proto=sp_model)
-        tokenizer = build_tokenizer(staging, sp_model)
-        check_tokenizer(tokenizer, sp, [*TOKENIZER_PROBES, *corpus.heldout, *support])
-        log(
-            f"tokenizer: {len(tokenizer)} pieces, HF ids == sentencepiece ids on {len(TOKENIZER_PROBES) + len(corpus.heldout) + len(support)} texts"
-        )
+        if args.continue_from:
+            earlier = json.loads((args.continue_from / "build_info.json").read_text(encoding="utf-8"))
+            for path in args.continue_from.iterdir():
+                if path.name.startswith("tokenizer") or path.name == "chat_template.jinja":
+                    shutil.copy2(path, staging / path.name)
+            tokenizer = AutoTokenizer.from_pretrained(staging)
+            model = AutoModelForCausalLM.from_pretrained(args.continue_from, dtype=torch.float32)
+            log(f"continuing {args.continue_from} (built by: {earlier['command']})")
+        else:
+            sp_model = train_sentencepiece([*corpus.train, *french, *support], args.vocab_size, args.threads)
+            sp = spm.SentencePieceProcessor(model_proto=sp_model)
+            tokenizer = build_tokenizer(staging, sp_model)
+            texts = [*TOKENIZER_PROBES, *corpus.heldout, *support]
+            check_tokenizer(tokenizer, sp, texts)
+            log(f"tokenizer: {len(tokenizer)} pieces, HF ids == sentencepiece ids on {len(texts)} texts")
+            model = make_model(tokenizer, args.seed)
 
         stream = token_stream(tokenizer, [*corpus.train, *french])
-        model = make_model(tokenizer, args.seed)
         parameters = sum(p.numel() for p in model.parameters())
         log(f"model: {parameters:,} parameters; train stream {len(stream):,} tokens")
 
         nll_init, eval_tokens = heldout_nll(model, tokenizer, corpus.heldout, args.eval_tokens, args.seq_len)
-        log(f"held-out ppl at random init {math.exp(nll_init):.1f} over {eval_tokens} tokens")
+        log(f"held-out ppl at start {math.exp(nll_init):.1f} over {eval_tokens} tokens")
         train_started = time.perf_counter()
-        curve = train(model, stream, args)
+        curve = [] if args.continue_from else train(model, stream, args)
         nll_pretrained, _ = heldout_nll(model, tokenizer, corpus.heldout, args.eval_tokens, args.seq_len)
-        log(f"held-out ppl after pretraining {math.exp(nll_pretrained):.1f}")
+        if not args.continue_from:
+            log(f"held-out ppl after pretraining {math.exp(nll_pretrained):.1f}")
         copy_phases = copy_curriculum(model, stream, args) if args.copy_pools else []
         train_seconds = time.perf_counter() - train_started
         nll_trained, _ = heldout_nll(model, tokenizer, corpus.heldout, args.eval_tokens, args.seq_len)
@@ -793,6 +870,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "copy_curriculum": {
                 "pools": ",".join(map(str, args.copy_pools)),
                 "steps": ",".join(map(str, args.copy_steps)),
+                "gaps": ",".join(map(str, args.copy_gaps)),
                 "rows_per_batch": args.copy_rows,
                 "lr": args.copy_lr,
                 "phases": copy_phases,
@@ -817,6 +895,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "train_seconds": round(train_seconds, 1),
             "seconds": round(time.perf_counter() - _START, 1),
         }
+        if args.continue_from:
+            info = continued(earlier, info)
         (staging / "build_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         write_card(staging, info)
         if args.out.exists():

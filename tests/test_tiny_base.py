@@ -8,6 +8,7 @@ that is a real language model, checked here by computing its loss, not by readin
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import random
@@ -24,7 +25,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from trainer.generic_corpus import heldout_pydoc_texts, is_heldout, load_generic_corpus
 
-ASSET = Path(__file__).resolve().parents[1] / "trainer" / "assets" / "tiny-base"
+REPO = Path(__file__).resolve().parents[1]
+ASSET = REPO / "trainer" / "assets" / "tiny-base"
 VOCAB = 4096
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 FRENCH = (
@@ -256,8 +258,10 @@ def test_base_copies_from_its_context(model: PreTrainedModel, tokenizer: PreTrai
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--copy-pools", "64,0"], "--copy-pools has 2 phases, --copy-steps 3"),
+        (["--copy-pools", "64,0"], "--copy-pools has 2 phases, --copy-steps 3, --copy-gaps 3"),
         (["--copy-steps", "400,x,250"], "comma-separated integers"),
+        (["--copy-gaps", "15,15,250"], "no room for two 20-token spans in --seq-len 256"),
+        (["--continue-from", "/nonexistent/base"], "no build_info.json there"),
     ],
 )
 def test_bad_copy_curriculum_options_stop_the_build_before_pretraining(
@@ -272,3 +276,89 @@ def test_bad_copy_curriculum_options_stop_the_build_before_pretraining(
         timeout=120,
     )
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def builder() -> Any:
+    """scripts/build_tiny_base.py, imported by path (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("build_tiny_base", REPO / "scripts" / "build_tiny_base.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("max_gap", [15, 200])
+def test_copy_rows_repeat_each_span_within_the_phase_gap(builder: Any, max_gap: int) -> None:
+    """A far copy phase must put repeats further back than 15 tokens (a customer's name sits
+    50-150 tokens before the greeting); labels sit on a repeat's tokens after its first only."""
+    pool = torch.arange(100, 4096)
+    input_ids, labels = builder.copy_rows(64, 256, pool, torch.Generator().manual_seed(0), max_gap)
+    distances = []
+    for row in range(64):
+        labelled = set((labels[row] != -100).nonzero().flatten().tolist())
+        assert labelled and all(int(labels[row, i]) == int(input_ids[row, i]) for i in labelled)
+        for first in sorted(i for i in labelled if i - 1 not in labelled):
+            run = range(first, next(i for i in range(first, 257) if i not in labelled))
+            repeat = first - 1  # the unlabelled first token of the repeat
+            # The span it repeats: the latest earlier place where the whole repeat occurs.
+            distance = next(
+                d
+                for d in range(len(run) + 1, repeat + 1)
+                if all(int(input_ids[row, i - d]) == int(input_ids[row, i]) for i in (repeat, *run))
+            )
+            distances.append(distance)
+    assert max(distances) <= max_gap + 20  # span (at most 20) plus gap
+    if max_gap > 15:
+        assert sum(distance > 40 for distance in distances) > len(distances) // 2
+
+
+def test_a_continued_build_records_both_builds(builder: Any) -> None:
+    """A base continued by more copy phases keeps the first build's facts and appends its own,
+    so its card says how to rebuild it and what each phase reached."""
+    earlier = {
+        "command": "python scripts/build_tiny_base.py --fp32",
+        "loss_curve": [{"step": 25, "loss": 6.0}],
+        "copy_curriculum": {
+            "pools": "64,0",
+            "steps": "400,250",
+            "lr": 0.001,
+            "phases": [{"phase": 1}, {"phase": 2}],
+        },
+        "heldout": {"random_init": 4358.0, "pretrained": 75.0, "trained": 67.1, "reloaded_bf16": 67.1},
+        "versions": {"torch": "old"},
+        "precision": "bf16 autocast",
+        "train_seconds": 1350.0,
+        "seconds": 1361.0,
+    }
+    later = {
+        "command": "python scripts/build_tiny_base.py --fp32 --continue-from trainer/assets/tiny-base",
+        "loss_curve": [],
+        "copy_curriculum": {
+            "pools": "0",
+            "steps": "300",
+            "gaps": "200",
+            "phases": [{"phase": 1, "max_gap": 200}],
+        },
+        "heldout": {
+            "random_init": 67.1,
+            "pretrained": 67.1,
+            "trained": 70.0,
+            "reloaded_bf16": 70.2,
+            "nll_reloaded_bf16": 4.25,
+            "french_reloaded_bf16": 33.0,
+        },
+        "versions": {"torch": "new"},
+        "precision": "fp32",
+        "train_seconds": 900.0,
+        "seconds": 960.0,
+    }
+    info = builder.continued(earlier, later)
+    assert info["command"] == f"{earlier['command']} && {later['command']}"
+    assert info["loss_curve"] == earlier["loss_curve"]
+    assert info["copy_curriculum"]["pools"] == "64,0,0" and info["copy_curriculum"]["steps"] == "400,250,300"
+    assert info["copy_curriculum"]["gaps"] == "15,15,200"
+    assert [phase["phase"] for phase in info["copy_curriculum"]["phases"]] == [1, 2, 3]
+    assert info["heldout"]["pretrained"] == 75.0 and info["heldout"]["reloaded_bf16"] == 70.2
+    assert (info["train_seconds"], info["seconds"], info["versions"]) == (2250.0, 2321.0, {"torch": "new"})
+    assert info["precision"] == "bf16 autocast, then fp32"
