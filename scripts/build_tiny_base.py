@@ -693,7 +693,7 @@ conversation, so it is useless as an assistant until a fine-tune (the support-fr
   peak lr {info["lr"]:g}, warmup + cosine, {info["precision"]}; saved in bfloat16.
 - **Copy curriculum**: then {len(copy["phases"])} phases of {copy["steps"]} steps whose batches are
   {info["batch_size"] - copy["rows_per_batch"]} corpus rows and {copy["rows_per_batch"]} rows of random token spans, each repeated
-  after a gap of up to ({copy.get("gaps", "15")}) tokens (loss on the repeats only), drawn from a growing pool of
+  after a gap of up to ({copy["gaps"]}) tokens (loss on the repeats only), drawn from a growing pool of
   tokens ({copy["pools"]}; 0 is the whole vocabulary), peak lr {copy["lr"]:g}: so the model can repeat what
   its context holds (the order number a customer gave, the name a system prompt gives 50-150 tokens
   before the greeting), which a fine-tune cannot teach an 8M model in minutes.
@@ -800,9 +800,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         nll_init, eval_tokens = heldout_nll(model, tokenizer, corpus.heldout, args.eval_tokens, args.seq_len)
         log(f"held-out ppl at start {math.exp(nll_init):.1f} over {eval_tokens} tokens")
         train_started = time.perf_counter()
-        curve = [] if args.continue_from else train(model, stream, args)
-        nll_pretrained, _ = heldout_nll(model, tokenizer, corpus.heldout, args.eval_tokens, args.seq_len)
-        if not args.continue_from:
+        if args.continue_from:
+            curve, nll_pretrained = [], nll_init
+        else:
+            curve = train(model, stream, args)
+            nll_pretrained, _ = heldout_nll(model, tokenizer, corpus.heldout, args.eval_tokens, args.seq_len)
             log(f"held-out ppl after pretraining {math.exp(nll_pretrained):.1f}")
         copy_phases = copy_curriculum(model, stream, args) if args.copy_pools else []
         train_seconds = time.perf_counter() - train_started
