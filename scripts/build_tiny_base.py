@@ -644,11 +644,14 @@ def write_card(directory: Path, info: dict[str, Any]) -> None:
     ppl = info["heldout"]
     copy = info["copy_curriculum"]
     copied = ", ".join(f"{phase['copy_accuracy_all_tokens']:.0%}" for phase in copy["phases"]) or "none"
-    copied_far = ", ".join(
-        f"{phase['copy_accuracy_all_tokens_far']:.0%}"
-        if "copy_accuracy_all_tokens_far" in phase
-        else "not measured"
-        for phase in copy["phases"]
+    # Builds before --copy-gaps measured copy within 15 tokens only.
+    copied_far = (
+        ", ".join(
+            f"{phase['copy_accuracy_all_tokens_far']:.0%} after phase {phase['phase']}"
+            for phase in copy["phases"]
+            if "copy_accuracy_all_tokens_far" in phase
+        )
+        or "not measured"
     )
     text = f"""# tiny-base
 

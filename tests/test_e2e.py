@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 # The task set's first rows only: every evaluate run (four here) generates a reply per row per model.
 # Sixteen, so the self-ended gate (an artifact must end 90% as many replies as merged) does not
-# fail an artifact for the one reply of eight that a 40-step fine-tune does not end.
+# fail an artifact for the one reply of eight that a short fine-tune does not end.
 TASK_ROWS = 16
 # The run that only re-scores (crash) needs no reply worth reading: one row, a few tokens, and so
 # no task gates (eight tokens of one reply decide nothing about an artifact).
@@ -35,9 +35,13 @@ RESCORE = [
 ]
 ARGS = [
     "recipe=support-fr",
-    "train.max_steps=40",
-    "train.eval_steps=20",
-    "train.save_steps=20",
+    # Long enough for replies that 4-bit rounding does not flip: on the base that copies from 200
+    # tokens back, 40 and 60 steps left merged at 14 of 48 checks and a 4-bit artifact under the
+    # task or self-ended gate; after 100, merged passed 17 and ended 15 of 16 replies, every
+    # artifact 16-17 and 14 (AMD EPYC Zen 3, 2026-12-06).
+    "train.max_steps=100",
+    "train.eval_steps=50",
+    "train.save_steps=50",
     # A seeded quarter of the 240 held-out conversations: train, merge and evaluate each score them
     # (four evaluate runs here), and the gates only compare models on the same tokens.
     "data.eval_size=60",
@@ -197,8 +201,9 @@ def test_a_gguf_that_lost_its_chat_template_fails_its_task_through_llamacpps_cha
 ) -> None:
     """The replies evaluate scored came from the template stored in the GGUF: the same file without
     it (gguf's own metadata tool) is served by llama-cpp-python's fallback chat format, and the
-    fine-tune's manners go first: replies that opened with « Bonjour » open with "- la commande"
-    after 40 steps (a 300-step fine-tune of a copy-trained base answered every prompt with nothing)."""
+    fine-tune's manners go first: replies that opened with « Bonjour » opened with "- la commande"
+    after 40 steps on an earlier base (a 300-step fine-tune of a copy-trained base answered every
+    prompt with nothing)."""
     from conftest import compose_typed
 
     from trainer.evaluation.tasks import load_rows, score

@@ -255,6 +255,40 @@ def test_base_copies_from_its_context(model: PreTrainedModel, tokenizer: PreTrai
     assert correct / total >= 0.25, f"{correct} of {total} digits"
 
 
+# French prose written for this test, repeated to put 40 to 120 tokens between a name and its return.
+FAR_FILLER = (
+    "Le colis est parti de notre entrepôt ce matin et sera remis au transporteur dans la journée. "
+    "Vous recevrez un message avec le lien de suivi dès que le paquet aura été scanné. "
+)
+
+
+def test_base_copies_a_name_from_far_back(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """A system prompt names the customer 50-150 tokens before the reply greets them. A base whose
+    copy curriculum repeated spans only within 15 tokens predicted 1 of these 48 later name pieces
+    (teacher-forced, the name given once in a file header, prose in between) and its fine-tune
+    greeted held-out customers by garbled names (« Srentin » for Corentin); with a copy phase up to
+    200 tokens back it predicted 17 of 48."""
+    generator = random.Random(11)
+    names = ("Maëlys", "Tiphaine", "Anselme", "Gwendal", "Solveig", "Clotaire", "Ysaline", "Wandrille")
+    correct = total = 0
+    with torch.inference_mode():
+        for number in range(16):
+            name = names[number % len(names)]
+            piece_ids = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+            filler = FAR_FILLER * generator.choice((1, 2, 3))
+            text = f"Dossier client : {name} Quérel.\n{filler}\nMerci, {name} !"
+            ids = tokenizer(text)["input_ids"]
+            starts = [i for i in range(len(ids)) if ids[i : i + len(piece_ids)] == piece_ids]
+            assert len(starts) == 2, (name, starts)
+            predicted = model(input_ids=torch.tensor([ids])).logits[0].argmax(-1)
+            # The first piece of the name cannot be known from the context; the rest can.
+            later = range(starts[1] + 1, starts[1] + len(piece_ids))
+            correct += sum(int(predicted[i - 1]) == ids[i] for i in later)
+            total += len(later)
+    assert total == 48
+    assert correct / total >= 0.25, f"{correct} of {total} name pieces"
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
