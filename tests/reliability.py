@@ -154,7 +154,11 @@ class TablePlugin:
             self.passed.add(report.nodeid)
 
     def whole_suite(self) -> bool:
-        """Whether the invocation's paths hold all of tests/ (no single files, no node ids)."""
+        """Whether the invocation's paths hold all of tests/ (no single files, no node ids, no file
+        left out with --ignore: an ignored file's reliability tests are never collected, so nothing
+        else would notice their rows missing)."""
+        if self.config.option.ignore or self.config.option.ignore_glob:
+            return False
         base = Path(self.config.invocation_params.dir)
         for arg in self.config.args:
             if "::" in arg:
