@@ -693,7 +693,7 @@ conversation, so it is useless as an assistant until a fine-tune (the support-fr
 - **Pretraining**: {info["steps"]} AdamW steps of {info["batch_size"]} × {info["seq_len"]} tokens
   ({info["tokens_seen"]:,} tokens, {info["epochs"]:.1f} epochs of the {info["corpus"]["train_tokens"]:,}-token
   English + French stream; documents as `<s>` text `<|end|>`),
-  peak lr {info["lr"]:g}, warmup + cosine, {info["precision"]}; saved in bfloat16.
+  peak lr {info["lr"]:g}, warmup + cosine; saved in bfloat16.
 - **Copy curriculum**: then {len(copy["phases"])} phases of {copy["steps"]} steps whose batches are
   {info["batch_size"] - copy["rows_per_batch"]} corpus rows and {copy["rows_per_batch"]} rows of random token spans, each repeated
   after a gap of up to ({copy["gaps"]}) tokens (loss on the repeats only), drawn from a growing pool of
@@ -702,6 +702,8 @@ conversation, so it is useless as an assistant until a fine-tune (the support-fr
   before the greeting), which a fine-tune cannot teach an 8M model in minutes.
   Greedy accuracy on fresh repeats of any token after each phase, within 15 tokens: {copied};
   within 200 tokens: {copied_far}.
+- **Precision**: {info["precision"]} (each build's own: bf16 autocast where its CPU runs bf16
+  natively, float32 elsewhere).
 
 ## Held-out perplexity
 

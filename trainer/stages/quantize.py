@@ -110,7 +110,12 @@ def gptqmodel_quantize(
     model.quantize(samples, batch_size=1, backend=backend, calibration_data_min_length=1)
     model.save(str(out))
     if dtype == torch.float32:  # GPTQModel saved the unquantized weights as it computed them
-        store_floats_as(out, json.loads((merged / "config.json").read_text()).get("dtype") or "bfloat16")
+        store_floats_as(out, merged_dtype_name(merged))
+
+
+def merged_dtype_name(merged: Path) -> str:
+    """The float type the merged model's config declares (bf16 where it names none)."""
+    return json.loads((merged / "config.json").read_text()).get("dtype") or "bfloat16"
 
 
 def store_floats_as(folder: Path, dtype_name: str) -> None:
@@ -148,8 +153,9 @@ def autoawq_quantize(
 ) -> None:
     """AWQ through AutoAWQ (archived upstream, kept as a second opinion), fed the same token ids.
 
-    Its scale search runs in the device's fast float type: in the merged model's bf16 on a CPU
-    without native bf16 it ran emulated (371 s for the tiny base, AMD EPYC Zen 3)."""
+    Its scale and clip search runs in the device's fast float type: in the merged model's bf16 on
+    a CPU without native bf16 it ran emulated (its test took 371 s on AMD EPYC Zen 3, 207 s in
+    float32)."""
     import torch
     from awq import AutoAWQForCausalLM
     from transformers import AutoTokenizer
@@ -174,7 +180,7 @@ def autoawq_quantize(
     )
     model.save_quantized(str(out))
     if dtype == torch.float32:  # AutoAWQ saved the unquantized weights as it computed them
-        store_floats_as(out, json.loads((merged / "config.json").read_text()).get("dtype") or "bfloat16")
+        store_floats_as(out, merged_dtype_name(merged))
     for weights in out.glob("*.safetensors"):
         weights.chmod(0o644)  # AutoAWQ writes them owner-only
 
