@@ -38,7 +38,7 @@ ARGS = [
     # Long enough for replies that 4-bit rounding does not flip: on the base that copies from 200
     # tokens back, 40 and 60 steps left merged at 14 of 48 checks and a 4-bit artifact under the
     # task or self-ended gate; after 100, merged passed 17 and ended 15 of 16 replies, every
-    # artifact 16-17 and 14 (AMD EPYC Zen 3, 2026-12-06).
+    # artifact passed 16-17 and ended 14-15 (AMD EPYC Zen 3, 2026-12-06).
     "train.max_steps=100",
     "train.eval_steps=50",
     "train.save_steps=50",
