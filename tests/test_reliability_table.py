@@ -39,5 +39,6 @@ def test_a_run_of_all_of_tests_is_whole(args: list[str]) -> None:
 def test_a_run_that_leaves_files_out_is_not_whole(
     args: list[str], ignore: list[str] | None, ignore_glob: list[str] | None
 ) -> None:
-    assert not plugin(args, ignore, ignore_glob).whole_suite()
-    assert "not a whole-suite run" in plugin(args, ignore, ignore_glob).reasons_not_to_write()
+    table = plugin(args, ignore, ignore_glob)
+    assert not table.whole_suite()
+    assert "not a whole-suite run" in table.reasons_not_to_write()
