@@ -27,6 +27,7 @@ BENCHMARKS = (
     "bench_llama_build",
     "bench_plot",
     "bench_fidelity",
+    "bench_generalization",
 )
 
 
@@ -90,3 +91,32 @@ def test_calibration_table_shows_the_task_score_beside_perplexity(bench_plot, tm
     assert "| gptq-w4g128 | +0.300% / 0.351 | +0.500% / 0.297 | - |" in table
     chart = bench_plot.plot_calibration(data, tmp_path / "calibration.png")
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_generalization_bench_asks_only_checkable_rows_and_guesses_by_word_overlap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench_generalization's baseline and filter: a conversation whose reference reply fails the
+    action regex is never asked (no model could pass it), and an unseen opening takes the intent of
+    the train opening sharing most of its words."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench_generalization as bg
+
+    def row(intent: str, user: str, reply: str) -> dict:
+        messages = [{"role": "system", "content": "Agent."}, {"role": "user", "content": user}]
+        return {"intent": intent, "messages": [*messages, {"role": "assistant", "content": reply}]}
+
+    actions = {"refund": "rembours", "warranty": "garantie"}
+    train = [
+        row("refund", "Je veux le remboursement de ma commande.", "Votre remboursement part demain."),
+        row("warranty", "Mon appareil est en panne, est-il sous garantie ?", "La garantie couvre la panne."),
+        row("warranty", "Question de garantie.", "Bonjour, je regarde."),
+    ]
+    assert [r["intent"] for r in bg.checkable(train, actions, 10)] == ["refund", "warranty"]
+    assert bg.checkable(train, actions, 1) == train[:1]
+    assert bg.nearest_intent(train, "Ma cafetière est en panne : la garantie joue-t-elle ?") == "warranty"
+    assert bg.nearest_intent(train, "Quand aurai-je le remboursement de la commande ?") == "refund"
+    assert bg.names_intent(["Le remboursement est fait.", "Voici un bon."], train[:2], actions) == [
+        True,
+        False,
+    ]
