@@ -19,29 +19,25 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import bench_util as bu
+from make_support_tasks import ACTIONS
+
+from trainer.runtimes import first_turn, generate, load
 
 REPO = Path(__file__).resolve().parents[1]
 ASSET = REPO / "trainer" / "assets" / "support-fr"
 WORD = re.compile(r"[^\W\d_]{3,}")
 
 
-def opening(row: dict[str, Any]) -> list[dict[str, str]]:
-    """The conversation up to its first customer message."""
-    first = next(i for i, m in enumerate(row["messages"]) if m["role"] == "user")
-    return row["messages"][: first + 1]
-
-
 def checkable(rows: list[dict[str, Any]], actions: dict[str, str], count: int) -> list[dict[str, Any]]:
     """The first `count` rows whose reference first reply names their intent."""
     picked = []
     for row in rows:
-        reply = row["messages"][len(opening(row))]["content"]
+        reply = row["messages"][len(first_turn(row["messages"]))]["content"]
         if re.search(actions[row["intent"]], reply, re.I):
             picked.append(row)
     return picked[:count]
@@ -51,15 +47,15 @@ def words(text: str) -> frozenset[str]:
     return frozenset(WORD.findall(text.lower()))
 
 
-def nearest_intent(train: list[dict[str, Any]], text: str) -> str:
+def word_bank(train: list[dict[str, Any]]) -> list[tuple[frozenset[str], str]]:
+    """Each train conversation's first customer message as a set of words, with its intent."""
+    return [(words(first_turn(row["messages"])[-1]["content"]), row["intent"]) for row in train]
+
+
+def nearest_intent(bank: list[tuple[frozenset[str], str]], text: str) -> str:
     """The intent of the train opening whose words overlap `text`'s the most (Jaccard)."""
     query = words(text)
-
-    def overlap(row: dict[str, Any]) -> float:
-        other = words(opening(row)[-1]["content"])
-        return len(query & other) / (len(query | other) or 1)
-
-    return max(train, key=overlap)["intent"]
+    return max(bank, key=lambda entry: len(query & entry[0]) / (len(query | entry[0]) or 1))[1]
 
 
 def names_intent(replies: list[str], rows: list[dict[str, Any]], actions: dict[str, str]) -> list[bool]:
@@ -86,11 +82,7 @@ def main() -> None:
     if missing:
         parser.error(f"--model: no config.json in {', '.join(missing)}")
 
-    sys.path.insert(0, str(REPO / "scripts"))
-    from make_support_tasks import ACTIONS
     from transformers import AutoTokenizer
-
-    from trainer.runtimes import generate, load
 
     splits = {
         split: [json.loads(line) for line in (args.asset / f"{split}.jsonl").read_text().splitlines()]
@@ -98,7 +90,8 @@ def main() -> None:
     }
     asked = {split: checkable(rows, ACTIONS, args.rows) for split, rows in splits.items()}
     bu.log("conversations asked: " + ", ".join(f"{s} {len(r)}" for s, r in asked.items()))
-    guessed = [nearest_intent(splits["train"], opening(r)[-1]["content"]) for r in asked["eval"]]
+    bank = word_bank(splits["train"])
+    guessed = [nearest_intent(bank, first_turn(r["messages"])[-1]["content"]) for r in asked["eval"]]
     word_overlap = sum(g == r["intent"] for g, r in zip(guessed, asked["eval"], strict=True)) / len(
         asked["eval"]
     )
@@ -110,7 +103,9 @@ def main() -> None:
         for split, rows in asked.items():
             replies = [
                 g["reply"]
-                for g in generate(model, tokenizer, [opening(r) for r in rows], args.max_new_tokens)
+                for g in generate(
+                    model, tokenizer, [first_turn(r["messages"]) for r in rows], args.max_new_tokens
+                )
             ]
             named = names_intent(replies, rows, ACTIONS)
             row[split] = sum(named) / len(rows)

@@ -114,8 +114,13 @@ def test_generalization_bench_asks_only_checkable_rows_and_guesses_by_word_overl
     ]
     assert [r["intent"] for r in bg.checkable(train, actions, 10)] == ["refund", "warranty"]
     assert bg.checkable(train, actions, 1) == train[:1]
-    assert bg.nearest_intent(train, "Ma cafetière est en panne : la garantie joue-t-elle ?") == "warranty"
-    assert bg.nearest_intent(train, "Quand aurai-je le remboursement de la commande ?") == "refund"
+    assert (
+        bg.nearest_intent(bg.word_bank(train), "Ma cafetière est en panne : la garantie joue-t-elle ?")
+        == "warranty"
+    )
+    assert (
+        bg.nearest_intent(bg.word_bank(train), "Quand aurai-je le remboursement de la commande ?") == "refund"
+    )
     assert bg.names_intent(["Le remboursement est fait.", "Voici un bon."], train[:2], actions) == [
         True,
         False,

@@ -65,11 +65,13 @@ def load(runtime: str, model_dir: Path) -> Any:
 def sample_prompts(eval_jsonl: Path, count: int) -> list[list[dict[str, str]]]:
     """The first `count` eval conversations up to their first user turn."""
     rows = [json.loads(line) for line in eval_jsonl.read_text(encoding="utf-8").splitlines()][:count]
-    prompts = []
-    for row in rows:
-        first_user = next(i for i, m in enumerate(row["messages"]) if m["role"] == "user")
-        prompts.append(row["messages"][: first_user + 1])
-    return prompts
+    return [first_turn(row["messages"]) for row in rows]
+
+
+def first_turn(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """A conversation up to its first user message (the system prompt, if any, and that message)."""
+    first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
+    return messages[: first_user + 1]
 
 
 def eos_token_ids(model: Any) -> set[int]:
