@@ -82,6 +82,12 @@ def test_wrong_type_or_enum_fails_naming_key_and_allowed(override: str, key: str
         ("lora.dropout=1.0", "lora.dropout"),
         ("lora.target_modules=[]", "lora.target_modules"),
         ("train.learning_rate=0", "train.learning_rate"),
+        ("train.modules_to_save_learning_rate=0", "train.modules_to_save_learning_rate"),
+        ("train.modules_to_save_learning_rate=-1e-4", "train.modules_to_save_learning_rate"),
+        (
+            "train.modules_to_save_learning_rate=5e-4 lora.modules_to_save=[]",
+            "train.modules_to_save_learning_rate",
+        ),
         ("train.batch_size=0", "train.batch_size"),
         ("train.gradient_accumulation_steps=0", "train.gradient_accumulation_steps"),
         ("train.pad_to_multiple_of=0", "train.pad_to_multiple_of"),
@@ -93,7 +99,7 @@ def test_wrong_type_or_enum_fails_naming_key_and_allowed(override: str, key: str
 )
 def test_semantic_check_names_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        compose_typed([override])
+        compose_typed(override.split())
     assert str(caught.value).startswith(key)
 
 

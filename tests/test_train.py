@@ -204,6 +204,52 @@ def test_the_fused_lm_head_scores_only_labelled_positions_on_a_cpu_with_the_same
     assert after == pytest.approx(reference, rel=1e-5) and after == pytest.approx(before, rel=1e-5)
 
 
+def test_modules_trained_in_full_take_their_own_learning_rate_through_training(tmp_path: Path) -> None:
+    """train.modules_to_save_learning_rate reaches the optimizer and the scheduler of a real TRL step:
+    the embedding and LM head copies PEFT trains in full step at it, the LoRA factors at the run's."""
+    import torch
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(REPO / "trainer" / "assets" / "tiny-base")
+    model = AutoModelForCausalLM.from_pretrained(
+        REPO / "trainer" / "assets" / "tiny-base", dtype=torch.float32
+    )
+    lora = LoraConfig(r=4, alpha=8, dropout=0.0, modules_to_save=["embed_tokens", "lm_head"])
+    model = get_peft_model(model, train_stage.peft_config(lora, model))
+    encoded = [encode_with_mask(tokenizer, CONVERSATION)] * 2
+    rows = {
+        "input_ids": [e.input_ids for e in encoded],
+        "assistant_masks": [e.assistant_masks for e in encoded],
+    }
+    args = SFTConfig(
+        output_dir=str(tmp_path), learning_rate=3e-3, max_steps=1, lr_scheduler_type="constant",
+        per_device_train_batch_size=2, use_cpu=True, report_to="none", save_strategy="no",
+        remove_unused_columns=False, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = train_stage.sft_trainer_class()(
+        model=model, args=args, train_dataset=Dataset.from_dict(rows), processing_class=tokenizer
+    )
+    trainer.modules_to_save_lr = 5e-4
+    head = dict(model.named_parameters())["base_model.model.lm_head.modules_to_save.default.weight"]
+    before = head.detach().clone()
+    trainer.train()
+    adapter, saved = trainer.optimizer.param_groups
+    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    assert {names[id(p)].split(".modules_to_save.")[0].rsplit(".", 1)[-1] for p in saved["params"]} == {
+        "embed_tokens",
+        "lm_head",
+    }
+    assert adapter["params"] and all("lora_" in names[id(p)] for p in adapter["params"])
+    assert len(adapter["params"]) + len(saved["params"]) == len(names)
+    assert trainer.lr_scheduler.get_last_lr() == pytest.approx([3e-3, 5e-4])
+    # Adam's first step moves each weight by about the learning rate: the head by 5e-4, not 3e-3.
+    step = (head.detach() - before).abs().max().item()
+    assert 2e-4 < step < 1e-3
+
+
 def test_packing_warns_unless_attention_stays_within_each_row() -> None:
     for kernel in ("sdpa", "eager", None):
         warning = train_stage.packing_warning(True, kernel)

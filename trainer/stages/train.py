@@ -239,6 +239,18 @@ def score_only_labelled_positions() -> bool:
     return True
 
 
+def optimizer_groups(model: Any, saved_lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """The trainable parameters as two optimizer groups: the LoRA factors at the run's learning
+    rate, the modules PEFT trains in full (`modules_to_save`) at `saved_lr`."""
+    trainable = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    saved = [param for name, param in trainable if ".modules_to_save." in name]
+    adapter = [param for name, param in trainable if ".modules_to_save." not in name]
+    return [
+        {"params": adapter, "weight_decay": weight_decay},
+        {"params": saved, "lr": saved_lr, "weight_decay": weight_decay},
+    ]
+
+
 def sft_trainer_class() -> type:
     """TRL's SFTTrainer, resuming a checkpoint with each trainable weight in the dtype it trained in.
 
@@ -250,6 +262,17 @@ def sft_trainer_class() -> type:
     from trl import SFTTrainer
 
     class ResumingSFTTrainer(SFTTrainer):
+        modules_to_save_lr: float | None = None
+
+        def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
+            if self.optimizer is None and self.modules_to_save_lr is not None:
+                optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+                self.optimizer = optimizer_class(
+                    optimizer_groups(self.model, self.modules_to_save_lr, self.args.weight_decay),
+                    **optimizer_kwargs,
+                )
+            return super().create_optimizer(*args, **kwargs)
+
         def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
             target = model if model is not None else self.model
             trained_in = {n: p.dtype for n, p in target.named_parameters() if p.requires_grad}
@@ -463,6 +486,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         processing_class=tokenizer,
         peft_config=peft_config(cfg.lora, model),
     )
+    trainer.modules_to_save_lr = cfg.train.modules_to_save_learning_rate
     if cast := keep_adapter_in_float32(trainer.model, dtype):
         log.info("training the %d adapter tensors in float32 (TRL had cast them to bf16)", cast)
     resume = last_checkpoint(checkpoints)
