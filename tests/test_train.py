@@ -245,6 +245,7 @@ def test_modules_trained_in_full_take_their_own_learning_rate_through_training(t
     assert adapter["params"] and all("lora_" in names[id(p)] for p in adapter["params"])
     assert len(adapter["params"]) + len(saved["params"]) == len(names)
     assert trainer.lr_scheduler.get_last_lr() == pytest.approx([3e-3, 5e-4])
+    assert train_stage.learning_rates(model, trainer.optimizer) == {"lora": 3e-3, "modules_to_save": 5e-4}
     # Adam's first step moves each weight by about the learning rate: the head by 5e-4, not 3e-3.
     step = (head.detach() - before).abs().max().item()
     assert 2e-4 < step < 1e-3
@@ -382,6 +383,8 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
         "train.eval_steps=100",
         "train.logging_steps=2",
         "train.batch_size=4",
+        # Two optimizer groups must survive the resume too.
+        "train.modules_to_save_learning_rate=1e-3",
         "data.calibration.samples=8",
         "data.eval_size=24",
         f"hydra.run.dir={run_dir}",
@@ -421,6 +424,7 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert metrics["resumed_from_step"] == saved[-1]
     assert metrics["global_step"] == 12
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
+    assert metrics["learning_rates"] == {"lora": 3e-3, "modules_to_save": 1e-3}
     # TRL casts the adapter to bf16; it trains in float32 unless the run computes in bf16.
     assert metrics["adapter_dtypes"] == ["bfloat16" if metrics["compute_dtype"] == "bfloat16" else "float32"]
     assert (run_dir / "train" / "adapter" / "adapter_model.safetensors").exists()

@@ -251,8 +251,24 @@ def optimizer_groups(model: Any, saved_lr: float, weight_decay: float) -> list[d
     ]
 
 
+def learning_rates(model: Any, optimizer: Any) -> dict[str, float]:
+    """The peak learning rate the optimizer gave the LoRA factors and the modules trained in full."""
+    peak = {
+        id(p): group.get("initial_lr", group["lr"])
+        for group in optimizer.param_groups
+        for p in group["params"]
+    }
+    found: dict[str, float] = {}
+    for name, param in model.named_parameters():
+        if id(param) in peak:
+            found["modules_to_save" if ".modules_to_save." in name else "lora"] = peak[id(param)]
+    return found
+
+
 def sft_trainer_class() -> type:
-    """TRL's SFTTrainer, resuming a checkpoint with each trainable weight in the dtype it trained in.
+    """TRL's SFTTrainer, with the modules trained in full at their own learning rate when the run
+    sets one (`optimizer_groups`), resuming a checkpoint with each trainable weight in the dtype it
+    trained in.
 
     On resume, transformers reloads the adapter through PEFT's `load_adapter`, which upcasts bf16
     LoRA weights to float32 (`autocast_adapter_dtype`) but leaves `modules_to_save` copies alone:
@@ -547,6 +563,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "processes": distributed.world_size(),
         "distributed": cfg.hardware.distributed.value if distributed.is_distributed() else "none",
         "compute_dtype": dtype.value,
+        "learning_rates": learning_rates(trainer.model, trainer.optimizer),
         "train_loss_curve": [
             {"step": e["step"], "loss": e["loss"]} for e in state.log_history if "loss" in e and "step" in e
         ],
