@@ -239,12 +239,17 @@ def score_only_labelled_positions() -> bool:
     return True
 
 
+def trained_in_full(name: str) -> bool:
+    """Whether a PEFT parameter name belongs to a module trained in full (`modules_to_save`)."""
+    return ".modules_to_save." in name
+
+
 def optimizer_groups(model: Any, saved_lr: float, weight_decay: float) -> list[dict[str, Any]]:
     """The trainable parameters as two optimizer groups: the LoRA factors at the run's learning
     rate, the modules PEFT trains in full (`modules_to_save`) at `saved_lr`."""
     trainable = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
-    saved = [param for name, param in trainable if ".modules_to_save." in name]
-    adapter = [param for name, param in trainable if ".modules_to_save." not in name]
+    saved = [param for name, param in trainable if trained_in_full(name)]
+    adapter = [param for name, param in trainable if not trained_in_full(name)]
     return [
         {"params": adapter, "weight_decay": weight_decay},
         {"params": saved, "lr": saved_lr, "weight_decay": weight_decay},
@@ -261,7 +266,7 @@ def learning_rates(model: Any, optimizer: Any) -> dict[str, float]:
     found: dict[str, float] = {}
     for name, param in model.named_parameters():
         if id(param) in peak:
-            found["modules_to_save" if ".modules_to_save." in name else "lora"] = peak[id(param)]
+            found["modules_to_save" if trained_in_full(name) else "lora"] = peak[id(param)]
     return found
 
 
