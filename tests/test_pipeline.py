@@ -154,6 +154,29 @@ def test_subset_needing_an_undone_stage_is_refused_before_running(tmp_path: Path
     assert fake.calls == []
 
 
+def test_a_later_stage_missing_its_upstream_is_refused_before_the_first_runs(
+    tmp_path: Path, fake: FakeStages
+) -> None:
+    """Evaluate without quantize: named before data and train spend their time, not after them."""
+    with pytest.raises(
+        TrainerError, match=r"needs stage 'quantize'.*not run yet.*stages=\[quantize,evaluate\]"
+    ):
+        make_runner(tmp_path, ["stages=[data,train,merge,evaluate]"]).run()
+    assert fake.calls == []
+
+
+def test_an_upstream_a_rerun_will_invalidate_is_refused_before_the_first_runs(
+    tmp_path: Path, fake: FakeStages
+) -> None:
+    make_runner(tmp_path, ["stages=[data,train,merge,quantize]"]).run()
+    fake.calls.clear()
+    with pytest.raises(TrainerError, match=r"needs stage 'merge'.*stage 'train' runs again before it"):
+        make_runner(tmp_path, ["stages=[train,quantize]", "force=[train]"]).run()
+    assert fake.calls == []
+    make_runner(tmp_path, ["stages=[train,merge,quantize]", "force=[train]"]).run()
+    assert fake.calls == ["train", "merge", "quantize"]
+
+
 def test_unbuilt_stage_stops_the_flow_and_says_so(tmp_path: Path, fake: FakeStages) -> None:
     fake.unbuilt = "merge"
     results = make_runner(tmp_path).run()

@@ -186,16 +186,34 @@ class Runner:
             return "an upstream stage ran again"
         return None
 
+    @staticmethod
+    def _missing(stage: Stage, upstream: Stage, reason: str, selected: list[Stage]) -> TrainerError:
+        return TrainerError(
+            f"stage '{stage.value}' needs stage '{upstream.value}', which is not done ({reason}) and not "
+            f"in stages={[s.value for s in selected]}. Add it: stages=[{upstream.value},{stage.value}]"
+        )
+
     def _decide(self, stage: Stage, selected: list[Stage], first_forced: int) -> str | None:
         """Why the stage must run (None: it is done); raises when an unselected upstream is missing."""
         for upstream in STAGE_ORDER[: STAGE_ORDER.index(stage)]:
-            if upstream not in selected and self.why_not_done(upstream) is not None:
-                raise TrainerError(
-                    f"stage '{stage.value}' needs stage '{upstream.value}', which is not done "
-                    f"({self.why_not_done(upstream)}) and not in stages={[s.value for s in selected]}. "
-                    f"Add it: stages=[{upstream.value},{stage.value}]"
-                )
+            if upstream not in selected and (reason := self.why_not_done(upstream)) is not None:
+                raise self._missing(stage, upstream, reason, selected)
         return "forced" if STAGE_ORDER.index(stage) >= first_forced else self.why_not_done(stage)
+
+    def _refuse_missing_upstreams(self, selected: list[Stage], runs: list[Stage]) -> None:
+        """Every stage that will run finds each unselected upstream done, now and once the stages
+        before it have run: checked before the first stage, so `stages=[data,train,merge,evaluate]`
+        is refused for its missing quantize before training, not after it."""
+        for stage in runs:
+            for upstream in STAGE_ORDER[: STAGE_ORDER.index(stage)]:
+                if upstream in selected:
+                    continue
+                reason = self.why_not_done(upstream)
+                rerun = [r.value for r in runs if STAGE_ORDER.index(r) < STAGE_ORDER.index(upstream)]
+                if reason is None and rerun:
+                    reason = f"stage '{rerun[0]}' runs again before it"
+                if reason is not None:
+                    raise self._missing(stage, upstream, reason, selected)
 
     def pending(self, selected: list[Stage], first_forced: int) -> list[Stage]:
         """The selected stages this run will execute: from the first one not done, every later one."""
@@ -205,15 +223,19 @@ class Runner:
         return []
 
     def _preflight(self, selected: list[Stage], first_forced: int, spread: bool) -> None:
-        """Rank 0 checks every runtime the pending stages need; every rank stops if one cannot run."""
+        """Rank 0 checks the plan (every upstream a pending stage needs) and every runtime the pending
+        stages need; every rank stops if one cannot run."""
         from trainer import preflight
         from trainer.run_lock import started_by_holder
 
         failure = None
         # Ranks this runner started itself were checked by their parent.
-        if self.cfg.preflight and distributed.is_main() and not started_by_holder(self.run_dir):
+        if distributed.is_main() and not started_by_holder(self.run_dir):
             try:
-                preflight.require(self.cfg, self.pending(selected, first_forced), self.console)
+                pending = self.pending(selected, first_forced)
+                self._refuse_missing_upstreams(selected, pending)
+                if self.cfg.preflight:
+                    preflight.require(self.cfg, pending, self.console)
             except TrainerError as exc:
                 failure = str(exc)
         if spread:
