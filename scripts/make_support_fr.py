@@ -316,6 +316,57 @@ ACKNOWLEDGEMENTS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# After the customer gives the identifier, the answer opens by restating the request in the words
+# of the acknowledgement (one recap per acknowledgement, same order). Without it the answer had to
+# reach back to the acknowledgement for the intent, and a fine-tune of the tiny base mostly did not:
+# with the acknowledgement in context its answers named the acknowledged intent for 48% of train
+# conversations and 30% of held-out ones, falling back on the most frequent answers instead. The
+# recap is a copy, which the base does well, and the answer then follows the words just written.
+RECAPS: dict[str, tuple[str, ...]] = {
+    "order_tracking": (
+        "Merci ! Voici le suivi de votre commande.",
+        "Merci ! Voici où en est le suivi de votre colis.",
+    ),
+    "late_delivery": ("Merci. J'ai vérifié ce retard de livraison.", "Merci. J'ai vérifié ce retard."),
+    "refund": (
+        "Merci. J'ai vérifié où en est votre remboursement.",
+        "Merci. J'ai regardé votre remboursement.",
+    ),
+    "return_label": (
+        "Merci. Voici pour l'étiquette de retour.",
+        "Merci. Je m'occupe de l'étiquette de retour.",
+    ),
+    "damaged_item": (
+        "Merci. Voici la solution pour votre article arrivé endommagé.",
+        "Merci. Voici comment arranger cela pour votre article abîmé.",
+    ),
+    "password_reset": (
+        "Merci. Voici pour le lien de réinitialisation du mot de passe.",
+        "Merci. Je m'occupe de la réinitialisation de votre mot de passe.",
+    ),
+    "invoice_copy": ("Merci. Voici pour la facture.", "Merci. Je m'occupe de votre facture."),
+    "subscription_cancellation": (
+        "Merci. Je m'occupe de la résiliation de votre abonnement.",
+        "Merci. Voici pour votre demande de résiliation.",
+    ),
+    "address_change": (
+        "Merci. J'ai vérifié si l'adresse de livraison peut encore être modifiée.",
+        "Merci. Je m'occupe du changement d'adresse de livraison.",
+    ),
+    "warranty": (
+        "Merci. J'ai vérifié la garantie de votre article.",
+        "Merci. Voici ce que couvre la garantie de votre article.",
+    ),
+    "account_deletion": (
+        "Merci. Je lance la suppression de votre compte.",
+        "Merci. Voici pour votre demande de suppression de compte.",
+    ),
+    "order_cancellation": (
+        "Merci. J'ai vérifié si la commande peut encore être annulée.",
+        "Merci. Voici pour l'annulation de votre commande.",
+    ),
+}
+
 ASK_ORDER = [
     "Je vais vérifier cela pour vous. Pourriez-vous m'indiquer votre numéro de commande ? Il commence "
     "par CMD- et figure dans l'e-mail de confirmation.",
@@ -1889,7 +1940,8 @@ def _conversation(rng: random.Random, intent: Intent, pools: SplitPools) -> list
             give_pool = pools.give.get(intent.name) or pools.give_email
         acknowledgement = rng.choice(ACKNOWLEDGEMENTS[intent.name])
         exchanges.append((opening, f"{greeting} {acknowledgement} {rng.choice(ask_pool)}"))
-        exchanges.append((rng.choice(give_pool), answer))
+        recap = RECAPS[intent.name][ACKNOWLEDGEMENTS[intent.name].index(acknowledgement)]
+        exchanges.append((rng.choice(give_pool), f"{recap} {answer}"))
         target = rng.choice((2, 2, 3))
     else:
         exchanges.append((opening, f"{greeting} {answer}"))
@@ -1979,6 +2031,13 @@ def _readme(seed: int, train: list[dict], evaluation: list[dict]) -> str:
         "shared, since they are the behaviour being taught. Half the train conversations name an",
         "invented customer (the head of one listed first name and the tail of another, « So » +",
         "« thalie »), so a fine-tune learns to copy the name the system prompt gives, not a list.",
+        "",
+        "## The agent's turns",
+        "",
+        "When the customer opens without the order number or e-mail the request needs, the agent greets,",
+        "says what it will do (an acknowledgement naming the request) and asks for it; its answer after",
+        "the customer's reply opens by restating that request (« Merci ! Voici le suivi de votre",
+        "commande. ») before carrying it out.",
         "",
         "## Intents",
         "",

@@ -161,3 +161,23 @@ def test_every_request_for_an_identifier_names_the_request(train: list[dict], bu
             said = builder.ACKNOWLEDGEMENTS[row["intent"]]
             assert any(sentence in first_reply for sentence in said), (row["id"], first_reply)
     assert checked > len(train) // 4
+
+
+def test_every_answer_after_the_identifier_opens_with_the_recap_of_the_acknowledgement(
+    train: list[dict], evaluation: list[dict], builder: ModuleType
+) -> None:
+    """The answer that follows the customer's identifier restates the acknowledged request first:
+    a copy the tiny base makes reliably, so the rest of the answer follows words it just wrote
+    rather than an acknowledgement a turn back (which a fine-tune mostly ignored)."""
+    assert set(builder.RECAPS) == set(builder.ACKNOWLEDGEMENTS)
+    checked = 0
+    for row in train + evaluation:
+        messages = row["messages"]
+        acknowledgements = builder.ACKNOWLEDGEMENTS.get(row["intent"], ())
+        said = [i for i, sentence in enumerate(acknowledgements) if sentence in messages[2]["content"]]
+        if not said or len(messages) < 5:
+            continue
+        checked += 1
+        recap = builder.RECAPS[row["intent"]][said[0]]
+        assert messages[4]["content"].startswith(recap + " "), (row["id"], messages[4]["content"])
+    assert checked > len(train) // 4
