@@ -95,7 +95,7 @@ def main() -> None:
             tokenizer_dir=merged,
             prompts=prompts,
         )
-        return scored, score_tasks(task_rows, scored["generations"])
+        return scored, score_tasks(task_rows, scored["generations"], tasks_cfg.cut_off_fails)
 
     merged_score, merged_task = scored_with_tasks("transformers", merged)
     print(f"merged BF16: perplexity {merged_score['perplexity']:.3f}, task score {merged_task['score']:.3f}")

@@ -9,6 +9,11 @@ intent. Each gives one task row per agent turn that has something checkable:
 - `answer`: the agent must carry out the request: repeat the order number or e-mail the
   customer gave, name the customer on a first turn, and take the action the intent calls for
   (a regex on the words every answer of that intent uses, e.g. `rembours` for a refund).
+- Both the action and the request for the identifier stay on the customer's request: the reply
+  holds none of the action words of another intent that no agent turn of this intent uses in
+  either split (« étiquette de retour » to a late delivery fails; « remboursement », which
+  late-delivery answers offer, does not). Without it a clarify reply that acknowledged the wrong
+  request passed, and so did an answer that drifted into another intent's answer.
 - Every first agent turn opens with « Bonjour » or « Bonsoir », as every one of the dataset does,
   and never with someone else's name: « Bonjour Chloé » to Gaëlle, or to a customer the system
   prompt does not name, fails (a wrong name is worse than none; a fine-tune that memorised its
@@ -56,6 +61,7 @@ ACTIONS = {
     "order_cancellation": r"annulée|annuler",
 }
 ORDER = re.compile(r"CMD-\d{6}")
+SPLITS = ("train.jsonl", "eval.jsonl")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Intents whose every answer repeats the e-mail the customer gave (subscription_cancellation: 71%).
 EMAIL_REPEATED = {"account_deletion", "password_reset"}
@@ -79,7 +85,23 @@ def opening(name: str | None) -> dict:
     }
 
 
-def rows_for(conversation: dict) -> list[dict]:
+def foreign_actions(conversations: list[dict]) -> dict[str, list[str]]:
+    """Per intent, the other intents' action patterns that none of its agent turns matches."""
+    used: dict[str, set[str]] = defaultdict(set)
+    for conversation in conversations:
+        for message in conversation["messages"]:
+            if message["role"] == "assistant":
+                matched = {i for i, p in ACTIONS.items() if re.search(p, message["content"], re.I)}
+                used[conversation["intent"]] |= matched
+    return {intent: [i for i in ACTIONS if i not in used[intent]] for intent in ACTIONS}
+
+
+def none_of(intents: list[str]) -> str:
+    """A lookahead, at the start of the reply, that fails when it holds the action words of `intents`."""
+    return rf"(?!.*(?:{'|'.join(ACTIONS[i].removeprefix('(?s)') for i in intents)}))"
+
+
+def rows_for(conversation: dict, foreign: list[str]) -> list[dict]:
     messages, intent = conversation["messages"], conversation["intent"]
     name = first_name(messages[0]["content"]) if messages[0]["role"] == "system" else None
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
@@ -99,13 +121,14 @@ def rows_for(conversation: dict) -> list[dict]:
             if identifier is ORDER
             else r"(?s)^(?!.*@)(?=.*(e-mail|adresse))"
         )
+        wanted += none_of(foreign)
         out.append(
             {
                 "task": "clarify",
                 "upto": users[0],
                 "checks": [
                     *greeting,
-                    {"type": "regex", "pattern": wanted, "name": "asks for the identifier"},
+                    {"type": "regex", "pattern": wanted, "flags": "i", "name": "asks for the identifier"},
                 ],
             }
         )
@@ -115,7 +138,8 @@ def rows_for(conversation: dict) -> list[dict]:
         if identifier
         else None
     )
-    checks = [{"type": "regex", "pattern": ACTIONS[intent], "flags": "i", "name": "action for the intent"}]
+    action = rf"(?s)^{none_of(foreign)}(?=.*(?:{ACTIONS[intent].removeprefix('(?s)')}))"
+    checks = [{"type": "regex", "pattern": action, "flags": "i", "name": "action for the intent"}]
     if given and (identifier is ORDER or intent in EMAIL_REPEATED):
         kind = "order number" if identifier is ORDER else "e-mail"
         checks.append({"type": "contains_all", "values": [given.group(0)], "name": kind})
@@ -146,14 +170,18 @@ def main() -> None:
     )
     parser.add_argument("--per-intent", type=int, default=3, help="eval conversations per intent")
     args = parser.parse_args()
+    splits = {
+        name: [json.loads(line) for line in (ASSET / name).read_text(encoding="utf-8").splitlines()]
+        for name in SPLITS
+    }
+    foreign = foreign_actions([c for conversations in splits.values() for c in conversations])
     taken: dict[str, int] = defaultdict(int)
     rows = []
-    for line in (ASSET / "eval.jsonl").read_text(encoding="utf-8").splitlines():
-        conversation = json.loads(line)
+    for conversation in splits["eval.jsonl"]:
         if taken[conversation["intent"]] >= args.per_intent:
             continue
         taken[conversation["intent"]] += 1
-        for row in rows_for(conversation):
+        for row in rows_for(conversation, foreign[conversation["intent"]]):
             for check in row["checks"]:
                 if not scorers.apply(row["reference"], check, row["reference"]).passed:
                     raise SystemExit(

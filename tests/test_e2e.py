@@ -257,8 +257,9 @@ def test_a_gguf_that_lost_its_stop_token_runs_on_through_llamacpps_chat_path(
     run: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
     """Without its end-of-turn token the same weights never end a reply by themselves: the
-    self-ended share the evaluate stage reports (and `min_self_ended_share` gates) falls to zero,
-    and the turn marker spills into the replies."""
+    self-ended share the evaluate stage reports (and `min_self_ended_share` gates) falls to zero, the
+    task score with it (a reply cut at the token limit fails its checks), and the turn marker spills
+    into the replies."""
     from conftest import compose_typed
 
     from trainer.evaluation.tasks import load_rows, score
@@ -276,6 +277,8 @@ def test_a_gguf_that_lost_its_stop_token_runs_on_through_llamacpps_chat_path(
     lost = score(rows, served)
     assert intact["self_ended"] >= 0.5, intact
     assert lost["self_ended"] == 0 and [g["finish_reason"] for g in served] == ["length"] * len(rows)
+    # A reply that never ends fails its checks: the task score falls to nothing.
+    assert intact["score"] > 0 and lost["score"] == 0, (intact["score"], lost["score"])
     assert any("<|fin|>" in g["reply"] for g in served), served
 
 

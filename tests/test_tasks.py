@@ -118,14 +118,35 @@ def test_the_score_is_the_share_of_checks_passed_per_task_and_per_check(tmp_path
         loaded,
         [
             {"reply": "Votre CMD-915778 est en route.", "finish_reason": "stop"},
-            {"reply": "Quel est le numéro CMD- ?", "finish_reason": "length"},
+            {"reply": "Quel est le numéro CMD- ?", "finish_reason": "stop"},
         ],
     )
     assert (result["passed"], result["checks"]) == (2, 3)
     assert result["score"] == pytest.approx(2 / 3)
     assert result["per_task"] == {"answer": 0.5, "clarify": 1.0}
     assert result["per_check"] == {"action": 0.0, "asks": 1.0, "order number": 1.0}
-    assert result["self_ended"] == 0.5
+    assert result["self_ended"] == 1.0
+
+
+def test_a_reply_cut_at_the_token_limit_fails_every_check_of_its_row(tmp_path: Path) -> None:
+    """No agent sends half a reply: a reply that ran into max_new_tokens passes nothing, whatever its
+    first sentences hold (the default fine-tune's garbled invoice answer that never stopped passed all
+    five checks of its row), unless `eval.tasks.cut_off_fails` is off."""
+    path = tmp_path / "tasks.jsonl"
+    checks = [
+        {"type": "contains_all", "values": ["CMD-915778"], "name": "order number"},
+        {"type": "regex", "pattern": "rembours", "name": "action"},
+    ]
+    path.write_text(json.dumps({"id": "a", "messages": PROMPT, "checks": checks}) + "\n")
+    rows = tasks.load_rows(path)
+    reply = "Le remboursement de la CMD-915778 est lancé. Le remboursement de la CMD-915778 est"
+    cut = [{"reply": reply, "finish_reason": "length"}]
+    result = tasks.score(rows, cut)
+    assert (result["passed"], result["checks"], result["self_ended"]) == (0, 2, 0.0)
+    assert result["rows"][0]["cut_off"] and not any(v["passed"] for v in result["rows"][0]["checks"])
+    assert tasks.score(rows, cut, cut_off_fails=False)["passed"] == 2
+    assert tasks.score(rows, [{"reply": reply, "finish_reason": "stop"}])["passed"] == 2
+    assert compose_typed([]).eval.tasks.cut_off_fails is True
 
 
 def test_the_shipped_support_task_set_passes_on_its_references_and_fails_on_other_replies() -> None:
@@ -190,3 +211,28 @@ def test_a_clarify_reply_that_invents_the_identifier_fails_the_shipped_check() -
         assert not scorers.apply(wrong, asks, row.reference).passed, wrong
         tried[kind] += 1
     assert min(tried.values()) >= 3, tried
+
+
+def test_a_reply_that_takes_up_another_request_fails_the_shipped_action_and_asking_checks() -> None:
+    """« Je m'occupe de l'étiquette de retour » to a late delivery, or a damaged-item answer whose body
+    cancels the order, is the wrong reply whatever else it holds: the action check and the check that
+    the agent asks for the identifier fail when another intent's answer follows the reference, on
+    every row, so the score counts replies on the customer's request only."""
+    cfg = compose_typed(["recipe=support-fr"])
+    rows = tasks.load_rows(Path(cfg.eval.tasks.path), scorers_per_task=cfg.eval.tasks.scorers)
+    lines = Path(cfg.eval.tasks.path).read_text(encoding="utf-8").splitlines()
+    intent = {json.loads(line)["id"]: json.loads(line)["intent"] for line in lines}
+    tried = failed = 0
+    for row in rows:
+        check = next(
+            c for c in row.checks if c.get("name") in ("action for the intent", "asks for the identifier")
+        )
+        assert scorers.apply(row.reference, check, row.reference).passed, row.id
+        others = [o.reference for o in rows if intent[o.id] != intent[row.id] and o.task == "answer"]
+        verdicts = [
+            scorers.apply(f"{row.reference} {other}", check, row.reference).passed for other in others
+        ]
+        assert not all(verdicts), f"{row.id}: no other request's answer fails {check['name']}"
+        tried += len(verdicts)
+        failed += verdicts.count(False)
+    assert failed / tried > 0.85, (failed, tried)

@@ -328,6 +328,9 @@ class TasksConfig:
     # Only the first N rows: every model generates a reply to each, the slow part on a CPU.
     limit: int | None = None
     max_new_tokens: int = 128
+    # A reply cut at max_new_tokens fails every check of its row (no agent sends half a reply);
+    # false scores what it holds, for tasks whose good replies are longer than the bound.
+    cut_off_fails: bool = True
     # Checks added to every row of a task, by task name: {answer: [{type: chrf, min: 0.4}]}.
     scorers: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # noqa: UP006
 

@@ -10,7 +10,10 @@ A task file is JSONL, one row per prompt:
 The recipe's `eval.tasks.scorers` adds checks per task name (e.g. chrF against the reference for
 every `answer` row). A model's task score is the share of all checks its replies pass; it is
 also given per task and per check name, with the share of replies that ended by themselves
-(an end-of-generation token before `max_new_tokens`).
+(an end-of-generation token before `max_new_tokens`). A reply cut at `max_new_tokens` fails every
+check of its row unless `cut_off_fails` is off: no agent sends half a reply, and a model that
+never stops would otherwise pass on its first sentences (the default fine-tune's garbled invoice
+answer, drifting into a tracking answer until the limit, passed all five of its checks).
 """
 
 from __future__ import annotations
@@ -99,8 +102,11 @@ def load_rows(
     return rows[:limit] if limit else rows
 
 
-def score(rows: Sequence[TaskRow], generations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The task score of one model's replies (one generation per row, in order)."""
+def score(
+    rows: Sequence[TaskRow], generations: Sequence[Mapping[str, Any]], cut_off_fails: bool = True
+) -> dict[str, Any]:
+    """The task score of one model's replies (one generation per row, in order); with `cut_off_fails`,
+    a reply that ran into `max_new_tokens` (finish_reason `length`) fails every check of its row."""
     if len(rows) != len(generations):
         raise ValueError(f"{len(generations)} replies for {len(rows)} task rows")
     passed_by_task: dict[str, list[bool]] = defaultdict(list)
@@ -109,15 +115,17 @@ def score(rows: Sequence[TaskRow], generations: Sequence[Mapping[str, Any]]) -> 
     per_row = []
     for row, generation in zip(rows, generations, strict=True):
         verdicts = []
+        cut_off = generation["finish_reason"] == "length"
         for check in row.checks:
             verdict = scorers.apply(generation["reply"], check, row.reference)
+            passed = verdict.passed and not (cut_off and cut_off_fails)
             name = str(check.get("name", check["type"]))
-            passed_by_task[row.task].append(verdict.passed)
-            passed_by_check[name].append(verdict.passed)
+            passed_by_task[row.task].append(passed)
+            passed_by_check[name].append(passed)
             if check["type"] == "chrf":
                 chrf.append(verdict.score)
-            verdicts.append({"name": name, "passed": verdict.passed, "score": round(verdict.score, 4)})
-        per_row.append({"id": row.id, "checks": verdicts})
+            verdicts.append({"name": name, "passed": passed, "score": round(verdict.score, 4)})
+        per_row.append({"id": row.id, "cut_off": cut_off, "checks": verdicts})
     everything = [p for values in passed_by_task.values() for p in values]
     return {
         "score": sum(everything) / len(everything),

@@ -157,7 +157,7 @@ def score_model(
     scored["wall_seconds"] = round(time.perf_counter() - started, 2)
     generations = scored.pop("generations")
     if rows:
-        task = score_tasks(rows, generations)
+        task = score_tasks(rows, generations, tasks_cfg.cut_off_fails)
         write_replies(ctx.out_dir / "replies" / f"{model['name']}.jsonl", rows, generations, task)
         scored["task"] = {k: v for k, v in task.items() if k != "rows"}
         log.info(
