@@ -37,18 +37,18 @@ ARGS = [
     "recipe=support-fr",
     # Long enough for replies that 4-bit rounding does not flip: on the base that copies from 200
     # tokens back, 40 and 60 steps left merged at 14 of 48 checks and a 4-bit artifact under the
-    # task or self-ended gate; after 100, merged passed 17 and ended 15 of 16 replies, every
-    # artifact passed 16-17 and ended 14-15 (AMD EPYC Zen 3, 2026-12-06).
-    "train.max_steps=100",
-    "train.eval_steps=50",
-    "train.save_steps=50",
+    # task or self-ended gate (AMD EPYC Zen 3, 2026-12-06). Since a reply must stay on the request and
+    # end by itself to pass, 100 steps answered most prompts with the password-reset text and left
+    # Q4_K_M at 11 checks against merged's 14 (under the 0.8 gate); after 200, merged passed 16 of 48
+    # and ended all 16 replies, every artifact passed 14-19 (AMD EPYC Zen 4, 2026-12-07).
+    "train.max_steps=200",
+    "train.eval_steps=100",
+    "train.save_steps=100",
     # A seeded quarter of the 240 held-out conversations: train, merge and evaluate each score them
     # (four evaluate runs here), and the gates only compare models on the same tokens.
     "data.eval_size=60",
     "eval.drift.tokens=2048",
     f"eval.tasks.limit={TASK_ROWS}",
-    # Room for a whole clarify reply (greeting, what the agent will do, the question: ~70 tokens).
-    "eval.tasks.max_new_tokens=96",
 ]
 ARTIFACT_KEYS = {
     "name", "format", "path", "size_bytes", "perplexity", "delta_pct", "runtime", "compute_dtype", "passed_gate",
