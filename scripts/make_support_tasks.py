@@ -35,6 +35,8 @@ from collections import defaultdict
 from pathlib import Path
 
 ASSET = Path(__file__).resolve().parents[1] / "trainer" / "assets" / "support-fr"
+# The agent turns of both splits decide which other intents' words a reply must not hold.
+SPLITS = ("train.jsonl", "eval.jsonl")
 
 ORDER_INTENTS = {
     "address_change", "damaged_item", "invoice_copy", "late_delivery", "order_cancellation",
@@ -61,7 +63,6 @@ ACTIONS = {
     "order_cancellation": r"annulée|annuler",
 }
 ORDER = re.compile(r"CMD-\d{6}")
-SPLITS = ("train.jsonl", "eval.jsonl")
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # Intents whose every answer repeats the e-mail the customer gave (subscription_cancellation: 71%).
 EMAIL_REPEATED = {"account_deletion", "password_reset"}
