@@ -37,3 +37,15 @@ def test_the_table_names_the_type_each_model_computed_in_beside_its_runtime() ->
         ]
     )
     assert [row[2] for row in rows] == ["transformers (float32)", "llama.cpp", "gptqmodel"]
+
+
+def test_the_task_section_says_when_a_cut_off_reply_failed_its_checks() -> None:
+    """A reader of report.md must know that a 0 may be a reply that never stopped, not a wrong one."""
+    from trainer.stages.export import tasks_markdown
+
+    def model(cut_off_fails: bool) -> dict:
+        task = {"per_task": {"answer": 0.5}, "per_check": {"order number": 0.5}, "chrf": None}
+        return {"name": "merged", "task": {**task, "cut_off_fails": cut_off_fails}, "replies": []}
+
+    assert "fails every check of its row" in tasks_markdown([model(True)])
+    assert "fails every check of its row" not in tasks_markdown([model(False)])

@@ -134,6 +134,7 @@ def score(
         "per_task": {task: sum(v) / len(v) for task, v in sorted(passed_by_task.items())},
         "per_check": {name: sum(v) / len(v) for name, v in sorted(passed_by_check.items())},
         "self_ended": sum(g["finish_reason"] == "stop" for g in generations) / len(generations),
+        "cut_off_fails": cut_off_fails,
         "chrf": sum(chrf) / len(chrf) if chrf else None,
         "rows": per_row,
     }

@@ -190,7 +190,10 @@ def tasks_markdown(artifacts: list[dict[str, Any]]) -> str:
             *(f"{a['task']['chrf']:.3f}" if a["task"]["chrf"] is not None else "" for a in scored),
         )
     )
-    out = "## Task checks (share passed)\n\n" + markdown_table(["", *names], rows, frozenset(names)) + "\n\n"
+    out = "## Task checks (share passed)\n\n"
+    if any(a["task"].get("cut_off_fails") for a in scored):
+        out += "A reply cut at the token limit fails every check of its row (`eval.tasks.cut_off_fails`).\n\n"
+    out += markdown_table(["", *names], rows, frozenset(names)) + "\n\n"
     shown = min(len(a["replies"]) for a in scored)
     if shown:
         prompts = [scored[0]["replies"][index]["prompt"] for index in range(shown)]
