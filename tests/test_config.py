@@ -185,3 +185,13 @@ def test_hub_preset_fails_offline_with_a_clear_message(tmp_path: Path) -> None:
     assert "model.name_or_path='Qwen/Qwen2.5-0.5B-Instruct'" in result.stdout
     assert "hub" in result.stdout
     assert not (tmp_path / "run" / "data").exists()
+
+
+def test_the_recipes_eval_sample_follows_its_eval_file_not_a_users_own_data() -> None:
+    """support-fr scores a seeded 120 of its 240 held-out conversations; a user who drops the eval
+    file (data.eval_path=null) gets data.eval_fraction of their own file, not 120 rows of it."""
+    assert compose_typed(["recipe=support-fr"]).data.eval_size == 120
+    assert compose_typed(["recipe=support-fr", "data.eval_path=null"]).data.eval_size is None
+    assert (
+        compose_typed(["recipe=support-fr", "data.eval_path=null", "data.eval_size=50"]).data.eval_size == 50
+    )

@@ -323,7 +323,8 @@ def test_default_calibration_is_a_train_subset_disjoint_from_eval(
     train = read_jsonl(out / "train.jsonl")
     evals = read_jsonl(out / "eval.jsonl")
     calibration = read_jsonl(out / "calibration.jsonl")
-    assert summary["train"] >= 2000 and summary["eval"] >= 200
+    # the recipe scores a seeded 120 of the 240 held-out conversations (recipes/support-fr.yaml)
+    assert summary["train"] >= 2000 and summary["eval"] == 120
     render = lambda m: tiny_tokenizer.apply_chat_template(m, tokenize=False)  # noqa: E731
     train_texts = {render(r["messages"]) for r in train}
     eval_texts = {render(r["messages"]) for r in evals}

@@ -57,6 +57,14 @@ def _run_dir_or(run_dir: str | None, default: str) -> str:
     return default if run_dir in (None, "") else str(run_dir)
 
 
+def _if_set(value: Any, then: Any) -> Any:
+    """`${if_set:${data.eval_path},120}`: `then` where `value` is set, null where it is not, so a
+    recipe's setting for its own file does not follow a user who drops that file."""
+    return None if value in (None, "") else then
+
+
+if not OmegaConf.has_resolver("if_set"):
+    OmegaConf.register_new_resolver("if_set", _if_set)
 if not OmegaConf.has_resolver("plain_name"):
     OmegaConf.register_new_resolver("plain_name", _plain_name)
 if not OmegaConf.has_resolver("run_dir_or"):
