@@ -23,7 +23,10 @@ intent. Each gives one task row per agent turn that has something checkable:
 Every check is tried on the reference reply (what the dataset's agent said): the script stops
 if a reference fails its own checks, so a check never asks for what a good reply may not say.
 
-    python scripts/make_support_tasks.py [--per-intent 3]
+    python scripts/make_support_tasks.py [--per-intent 3] [--out trainer/assets/support-fr/tasks.jsonl]
+
+A larger set (`--per-intent 6 --out tasks6.jsonl`, then `eval.tasks.path=tasks6.jsonl`) halves the
+variance of an artifact's share of merged's score, for about 40 s more of evaluate on 2 cores.
 """
 
 from __future__ import annotations
@@ -170,6 +173,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--per-intent", type=int, default=3, help="eval conversations per intent")
+    parser.add_argument("--out", type=Path, default=ASSET / "tasks.jsonl", help="where the task rows go")
     args = parser.parse_args()
     splits = {
         name: [json.loads(line) for line in (ASSET / name).read_text(encoding="utf-8").splitlines()]
@@ -189,7 +193,7 @@ def main() -> None:
                         f"{row['id']}: the reference fails its own check {check}:\n{row['reference']}"
                     )
             rows.append(row)
-    out = ASSET / "tasks.jsonl"
+    out = args.out
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     checks = sum(len(r["checks"]) for r in rows)
     print(f"wrote {out}: {len(rows)} rows, {checks} checks, from {sum(taken.values())} conversations")
