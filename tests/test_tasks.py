@@ -236,3 +236,17 @@ def test_a_reply_that_takes_up_another_request_fails_the_shipped_action_and_aski
         tried += len(verdicts)
         failed += verdicts.count(False)
     assert failed / tried > 0.85, (failed, tried)
+
+
+def test_the_committed_support_task_set_matches_a_fresh_build(tmp_path: Path) -> None:
+    """A check changed in scripts/make_support_tasks.py must reach the shipped file (and every
+    reference must still pass its checks, or the script stops)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "tasks.jsonl"
+    script = ASSETS.parents[1] / "scripts" / "make_support_tasks.py"
+    subprocess.run([sys.executable, str(script), "--out", str(out)], check=True, capture_output=True)
+    assert out.read_bytes() == (ASSETS / "support-fr" / "tasks.jsonl").read_bytes(), (
+        "tasks.jsonl is stale: rerun python scripts/make_support_tasks.py"
+    )
