@@ -23,10 +23,13 @@ intent. Each gives one task row per agent turn that has something checkable:
 Every check is tried on the reference reply (what the dataset's agent said): the script stops
 if a reference fails its own checks, so a check never asks for what a good reply may not say.
 
-    python scripts/make_support_tasks.py [--per-intent 3] [--out trainer/assets/support-fr/tasks.jsonl]
+    python scripts/make_support_tasks.py [--per-intent 6] [--out trainer/assets/support-fr/tasks.jsonl]
 
-A larger set (`--per-intent 6 --out tasks6.jsonl`, then `eval.tasks.path=tasks6.jsonl`) halves the
-variance of an artifact's share of merged's score, for about 40 s more of evaluate on 2 cores.
+Six conversations per intent, not three: on one run, GPTQ kept 94% of merged's score on the first
+three per intent and 105% on the next three (AMD EPYC Zen 4, 2026-12-07), so a 70-row set could not
+tell an artifact at 95% from one at 100%; the 138 rows cost about 40 s more of evaluate on 2 cores.
+Rows come in rounds of three conversations per intent, so any prefix (`eval.tasks.limit`) keeps the
+intents balanced and the first round is the earlier 70-row set.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from collections import defaultdict
 from pathlib import Path
 
 ASSET = Path(__file__).resolve().parents[1] / "trainer" / "assets" / "support-fr"
+ROUND = 3  # conversations per intent in each round of rows
 # The agent turns of both splits decide which other intents' words a reply must not hold.
 SPLITS = ("train.jsonl", "eval.jsonl")
 
@@ -172,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--per-intent", type=int, default=3, help="eval conversations per intent")
+    parser.add_argument("--per-intent", type=int, default=6, help="eval conversations per intent")
     parser.add_argument("--out", type=Path, default=ASSET / "tasks.jsonl", help="where the task rows go")
     args = parser.parse_args()
     splits = {
@@ -181,10 +185,11 @@ def main() -> None:
     }
     foreign = foreign_actions([c for conversations in splits.values() for c in conversations])
     taken: dict[str, int] = defaultdict(int)
-    rows = []
+    rounds: list[list[dict]] = [[] for _ in range(-(-args.per_intent // ROUND))]
     for conversation in splits["eval.jsonl"]:
         if taken[conversation["intent"]] >= args.per_intent:
             continue
+        round_rows = rounds[taken[conversation["intent"]] // ROUND]
         taken[conversation["intent"]] += 1
         for row in rows_for(conversation, foreign[conversation["intent"]]):
             for check in row["checks"]:
@@ -192,7 +197,8 @@ def main() -> None:
                     raise SystemExit(
                         f"{row['id']}: the reference fails its own check {check}:\n{row['reference']}"
                     )
-            rows.append(row)
+            round_rows.append(row)
+    rows = [row for round_rows in rounds for row in round_rows]
     out = args.out
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     checks = sum(len(r["checks"]) for r in rows)
