@@ -435,6 +435,127 @@ CLOSINGS_PLAIN = [
 ]
 
 
+# Openings that share one frame across every intent, the request told only by its topic's words
+# (12 frames x 8 topics per intent), for 70% of train conversations; the other 30% keep the
+# whole-sentence openings. Why: with those alone (12 per intent, each seen a dozen times) a
+# fine-tune read a request by its template. Measured side by side (AMD EPYC Zen 4, 2026-12-07, data,
+# train and merge of the default recipe, merged on the 138 task rows): 0.594 and 0.523 at train.seed
+# 42 and 1 against 0.521 and 0.490 with whole-sentence openings only, 98-99% of replies self-ended
+# against 93-96%; at a 35% share, one seed, 0.552. It did not teach the model to read held-out
+# requests: the right action on a first turn stays at 8-9 of 54 (docs/BENCHMARKS.md). Train only: the
+# eval split keeps its whole-sentence phrasings. No frame puts « de » or « à » before the topic, so no
+# article needs contracting.
+FRAMED_OPENING_SHARE = 0.7
+FRAMES = [
+    "Bonjour, j'ai une question concernant {topic}.",
+    "Bonjour, je vous contacte pour {topic}.",
+    "Bonsoir, j'aurais besoin d'aide pour {topic}.",
+    "Bonjour, pouvez-vous m'aider ? C'est concernant {topic}.",
+    "Bonjour, une petite question sur {topic}, s'il vous plaît.",
+    "Bonjour, je vous écris concernant {topic}. Merci d'avance pour votre aide.",
+    "Bonsoir, j'ai un souci concernant {topic}.",
+    "Bonjour, quelqu'un peut-il m'aider pour {topic} ?",
+    "Bonjour, je reviens vers vous pour {topic}.",
+    "Bonjour, objet de ma demande : {topic}.",
+    "Bonjour, merci de me répondre rapidement concernant {topic}.",
+    "Bonsoir, je vous sollicite pour {topic}.",
+]
+# Noun phrases in each intent's own words; where the intent needs an identifier, some carry it.
+TOPICS: dict[str, list[str]] = {
+    "order_tracking": [
+        "le suivi de ma commande {order}", "le suivi de mon colis", "l'expédition de ma commande {order}",
+        "le numéro de suivi de {mon_product}", "l'état d'avancement de ma commande",
+        "le statut de la commande {order}", "la date d'expédition de ma commande", "le lien de suivi du colis",
+    ],
+    "late_delivery": [
+        "le retard de ma commande {order}", "ma livraison en retard", "un colis toujours pas arrivé",
+        "la commande {order}, qui n'est toujours pas livrée", "le retard de livraison de {mon_product}",
+        "une livraison qui a dépassé la date prévue", "la commande {order} en retard depuis {days_late} jours",
+        "mon colis qui n'arrive pas",
+    ],
+    "refund": [
+        "le remboursement de ma commande {order}", "mon remboursement", "un remboursement qui n'arrive pas",
+        "le remboursement de {mon_product} renvoyé", "l'argent de la commande {order}, toujours pas remboursé",
+        "le délai de remboursement de mon retour", "un remboursement sur ma carte",
+        "le remboursement de mon retour, commande {order}",
+    ],
+    "return_label": [
+        "une étiquette de retour pour la commande {order}", "le retour de {mon_product}",
+        "une étiquette retour", "le renvoi d'un article", "l'étiquette de retour de la commande {order}",
+        "un bon de retour prépayé", "le retour d'un article de la commande {order}",
+        "la procédure de retour",
+    ],
+    "damaged_item": [
+        "un article arrivé endommagé", "des dégâts sur {mon_product} à la réception", "un colis arrivé cassé, commande {order}",
+        "un produit endommagé pendant la livraison", "la commande {order}, arrivée abîmée",
+        "un article cassé à la réception", "{mon_product}, en mauvais état à l'arrivée",
+        "un appareil livré avec l'écran fissuré, commande {order}",
+    ],
+    "password_reset": [
+        "mon mot de passe oublié", "la réinitialisation du mot de passe du compte {email}",
+        "un mot de passe perdu", "le mot de passe de mon compte {email}", "un nouveau mot de passe",
+        "le lien de réinitialisation du mot de passe", "mon compte bloqué, mot de passe refusé",
+        "la connexion à mon compte {email}, mot de passe incorrect",
+    ],
+    "invoice_copy": [
+        "la facture de ma commande {order}", "une copie de facture", "la facture de {mon_product}",
+        "un duplicata de la facture de la commande {order}", "ma facture introuvable",
+        "une facture pour ma comptabilité", "la facture de la commande {order} en PDF",
+        "l'envoi de ma facture",
+    ],
+    "subscription_cancellation": [
+        "la résiliation de mon abonnement", "l'arrêt de mon abonnement {plan}",
+        "la résiliation de l'abonnement du compte {email}", "mon abonnement à résilier",
+        "la fin de mon abonnement et des prélèvements", "l'abonnement {plan} du compte {email}, à arrêter",
+        "le désabonnement de mon compte", "la résiliation de l'abonnement lié à {email}",
+    ],
+    "address_change": [
+        "un changement d'adresse de livraison pour la commande {order}", "l'adresse de livraison de ma commande",
+        "une erreur dans mon adresse de livraison", "la modification de l'adresse de la commande {order}",
+        "mon adresse de livraison à corriger", "une nouvelle adresse pour la commande {order}",
+        "un déménagement et l'adresse de livraison", "l'adresse de livraison, commande {order}",
+    ],
+    "failed_payment": [
+        "un paiement refusé", "mon paiement qui ne passe pas", "un échec de paiement par {payment_method}",
+        "le paiement de mon panier", "une erreur au moment du paiement", "un paiement bloqué",
+        "un refus de paiement avec {mon_payment_method}", "le paiement de ma commande, qui échoue",
+    ],
+    "promo_code": [
+        "un code promo", "le code {promo}, qui ne fonctionne pas", "un code de réduction refusé",
+        "le code promo {promo}", "une réduction qui ne s'applique pas", "un code promo expiré",
+        "le code {promo} refusé dans mon panier", "l'utilisation d'un code de réduction",
+    ],
+    "warranty": [
+        "la garantie de {mon_product}", "une panne sous garantie", "la garantie de la commande {order}",
+        "{mon_product} en panne, toujours sous garantie ?", "une réparation sous garantie",
+        "la durée de la garantie", "une prise en charge sous garantie, commande {order}",
+        "la garantie d'un appareil qui ne marche plus",
+    ],
+    "product_availability": [
+        "la disponibilité de {le_product}", "{le_product}, en rupture de stock", "un article indisponible",
+        "le réassort de {le_product}", "un produit en rupture", "le retour en stock de {le_product}",
+        "la date de disponibilité d'un article", "un article épuisé sur le site",
+    ],
+    "account_deletion": [
+        "la suppression de mon compte", "la suppression du compte {email}", "l'effacement de mes données",
+        "la fermeture définitive de mon compte", "la suppression de mes données personnelles",
+        "mon compte {email}, à supprimer", "la clôture du compte {email} et de mes données",
+        "la suppression de mon compte client",
+    ],
+    "delivery_options": [
+        "les modes de livraison", "la livraison express", "la livraison en point relais",
+        "les options de livraison pour {le_product}", "les délais et les tarifs de livraison",
+        "une livraison rapide", "le choix entre point relais et domicile", "les frais de livraison",
+    ],
+    "order_cancellation": [
+        "l'annulation de ma commande {order}", "une commande à annuler", "l'annulation de ma commande",
+        "la commande {order}, que je veux annuler", "l'annulation d'un achat récent",
+        "une commande passée par erreur", "l'annulation de la commande {order} avant son envoi",
+        "ma commande à annuler au plus vite",
+    ],
+}  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------
 # Intents.
 # --------------------------------------------------------------------------------------
@@ -1693,6 +1814,7 @@ class SplitPools:
     thanks: list[str]
     slots: dict[str, list[Any]]
     invented_first_names: list[str]
+    framed: bool  # whether openings may be drawn from FRAMES x TOPICS (train only)
 
 
 def _split_pools() -> dict[str, SplitPools]:
@@ -1732,6 +1854,7 @@ def _split_pools() -> dict[str, SplitPools]:
         parts["train"]["slots"]["first_name"], eval_values, INVENTED_NAMES
     )
     parts["eval"]["invented_first_names"] = []
+    parts["train"]["framed"], parts["eval"]["framed"] = True, False
     return {split: SplitPools(**parts[split]) for split in SPLITS}
 
 
@@ -1740,6 +1863,13 @@ POOLS = _split_pools()
 
 def _user_templates(pools: SplitPools) -> list[str]:
     templates = [*pools.give_order, *pools.give_email, *pools.thanks]
+    if pools.framed:
+        templates += [
+            frame.replace("{topic}", topic)
+            for frame in FRAMES
+            for name in INTENT_NAMES
+            for topic in TOPICS[name]
+        ]
     for name in INTENT_NAMES:
         templates += pools.openings[name]
         for users in pools.followup_users[name]:
@@ -1926,7 +2056,10 @@ def _conversation(rng: random.Random, intent: Intent, pools: SplitPools) -> list
     if named:
         system += "\n\n" + rng.choice(CUSTOMER_CONTEXTS)
     greeting = rng.choice(GREETINGS_NAMED if named else GREETINGS_PLAIN)
-    opening = rng.choice(pools.openings[intent.name])
+    if pools.framed and rng.random() < FRAMED_OPENING_SHARE:
+        opening = rng.choice(FRAMES).replace("{topic}", rng.choice(TOPICS[intent.name]))
+    else:
+        opening = rng.choice(pools.openings[intent.name])
     if opening.startswith("Bonsoir"):
         greeting = greeting.replace("Bonjour", "Bonsoir", 1)
     answer = rng.choice(intent.answers)
@@ -2031,6 +2164,10 @@ def _readme(seed: int, train: list[dict], evaluation: list[dict]) -> str:
         "shared, since they are the behaviour being taught. Half the train conversations name an",
         "invented customer (the head of one listed first name and the tail of another, « So » +",
         "« thalie »), so a fine-tune learns to copy the name the system prompt gives, not a list.",
+        f"{FRAMED_OPENING_SHARE:.0%} of the train openings are one of {len(FRAMES)} frames shared by every",
+        "intent around a topic in that intent's words (« Bonjour, je vous contacte pour une étiquette",
+        "retour. »), so only the topic tells the request; the eval split keeps its whole-sentence",
+        "openings.",
         "",
         "## The agent's turns",
         "",
