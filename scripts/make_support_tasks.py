@@ -27,7 +27,7 @@ if a reference fails its own checks, so a check never asks for what a good reply
 
 Six conversations per intent, not three: on one run, GPTQ kept 94% of merged's score on the first
 three per intent and 105% on the next three (AMD EPYC Zen 4, 2026-12-07), so a 70-row set could not
-tell an artifact at 95% from one at 100%; the 138 rows cost about 40 s more of evaluate on 2 cores.
+tell an artifact at 95% from one at 100%; the 138 rows cost 33 s more of evaluate on 2 cores.
 Rows come in rounds of three conversations per intent, so any prefix (`eval.tasks.limit`) keeps the
 intents balanced and the first round is the earlier 70-row set.
 """

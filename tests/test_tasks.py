@@ -250,3 +250,22 @@ def test_the_committed_support_task_set_matches_a_fresh_build(tmp_path: Path) ->
     assert out.read_bytes() == (ASSETS / "support-fr" / "tasks.jsonl").read_bytes(), (
         "tasks.jsonl is stale: rerun python scripts/make_support_tasks.py"
     )
+
+
+def test_the_support_task_rows_come_in_rounds_of_three_conversations_per_intent() -> None:
+    """`eval.tasks.limit` takes a prefix (the e2e test takes 16 rows): each round of rows holds at
+    most three conversations of every intent, so a prefix stays balanced, and the first round is
+    the 70-row set earlier runs were scored on."""
+    rows = [json.loads(line) for line in (ASSETS / "support-fr" / "tasks.jsonl").read_text().splitlines()]
+    conversations: dict[str, str] = {}
+    for row in rows:
+        conversations.setdefault(row["id"].split("/")[0], row["intent"])
+    seen: dict[str, int] = {}
+    rounds = []
+    for intent in conversations.values():
+        seen[intent] = seen.get(intent, 0) + 1
+        rounds.append((seen[intent] - 1) // 3)
+    assert rounds == sorted(rounds), "a later round's conversation comes before an earlier round's"
+    assert set(seen.values()) == {6} and len(seen) == 16, seen
+    first_round = [row for row in rows if rounds[list(conversations).index(row["id"].split("/")[0])] == 0]
+    assert len(first_round) == 70 and rows[:70] == first_round
