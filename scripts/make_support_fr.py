@@ -435,16 +435,16 @@ CLOSINGS_PLAIN = [
 ]
 
 
-# Openings that share one frame across every intent, the request told only by its topic's words
-# (12 frames x 8 topics per intent), for 70% of train conversations; the other 30% keep the
+# Openings that share one frame across every intent, the request told only by its topic's words (12
+# frames x 8 topics per intent), for 70% of train conversations; the other 30% keep the
 # whole-sentence openings. Why: with those alone (12 per intent, each seen a dozen times) a
 # fine-tune read a request by its template. Measured side by side (AMD EPYC Zen 4, 2026-12-07, data,
 # train and merge of the default recipe, merged on the 138 task rows): 0.594, 0.523 and 0.529 at
 # train.seed 42, 1 and 2 against 0.521, 0.490 and 0.518 with whole-sentence openings only, 98-100%
-# of replies self-ended against 93-96%; at a 35% share, one seed, 0.552. It did not teach the model
-# to read held-out requests: the right action on a first turn stays at 6-9 of 54
-# (docs/BENCHMARKS.md). Train only: the eval split keeps its whole-sentence phrasings. No frame
-# puts « de » or « à » before the topic, so no article needs contracting.
+# of replies self-ended against 93-96%; at a 35% share 0.552, at 100% 0.536 (one seed each). It did
+# not teach the model to read held-out requests: the right action on a first turn stays at 6-9 of 54
+# (docs/BENCHMARKS.md). Train only: the eval split keeps its whole-sentence phrasings. No frame puts
+# « de » or « à » before the topic, so no article needs contracting.
 FRAMED_OPENING_SHARE = 0.7
 FRAMES = [
     "Bonjour, j'ai une question concernant {topic}.",
