@@ -261,11 +261,12 @@ def test_the_support_task_rows_come_in_rounds_of_three_conversations_per_intent(
     for row in rows:
         conversations.setdefault(row["id"].split("/")[0], row["intent"])
     seen: dict[str, int] = {}
-    rounds = []
-    for intent in conversations.values():
+    round_of: dict[str, int] = {}
+    for conversation, intent in conversations.items():
         seen[intent] = seen.get(intent, 0) + 1
-        rounds.append((seen[intent] - 1) // 3)
+        round_of[conversation] = (seen[intent] - 1) // 3
+    rounds = list(round_of.values())
     assert rounds == sorted(rounds), "a later round's conversation comes before an earlier round's"
     assert set(seen.values()) == {6} and len(seen) == 16, seen
-    first_round = [row for row in rows if rounds[list(conversations).index(row["id"].split("/")[0])] == 0]
+    first_round = [row for row in rows if round_of[row["id"].split("/")[0]] == 0]
     assert len(first_round) == 70 and rows[:70] == first_round
