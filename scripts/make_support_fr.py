@@ -269,103 +269,49 @@ GREETINGS_PLAIN = [
     "Bonjour, merci de nous avoir écrit.",
 ]
 
-# Before asking for the identifier the agent says what it will do, as agents do: the answer that
-# follows the customer's reply then continues a conversation whose last agent turn names the request.
+# Every first agent turn names the request right after the greeting, in one sentence that is the
+# same for every intent but for the request's words (« Je m'occupe de votre facture. »); the answer,
+# or the request for the order number or e-mail, follows it. The request is then decided at one
+# token after a fixed prefix, where the base can copy the customer's own word from the opening,
+# and what follows continues words just written. Why: with an acknowledgement of its own per intent,
+# and only before asking for an identifier, greedy first replies of the default fine-tune collapsed
+# onto a few acknowledgements (« Je peux vous préparer une étiquette de retour. » in 32 of 96) and
+# named the right request in 25 of 96 held-out first turns. With this sentence (AMD EPYC Zen 4, bf16,
+# seed 42, data, train and merge of the default recipe, 2026-12-07): 42 of 96, 36 of the 50 whose
+# opening holds the request's word and 6 of the 46 that paraphrase it; task score 0.640 against
+# 0.594, on checks that also fail a reply naming another request (scripts/make_support_tasks.py).
+REQUESTS: dict[str, str] = {
+    "order_tracking": "suivi de commande",
+    "late_delivery": "livraison en retard",
+    "refund": "remboursement",
+    "return_label": "étiquette de retour",
+    "damaged_item": "article endommagé",
+    "password_reset": "mot de passe",
+    "invoice_copy": "facture",
+    "subscription_cancellation": "résiliation d'abonnement",
+    "address_change": "changement d'adresse",
+    "failed_payment": "paiement refusé",
+    "promo_code": "code promo",
+    "warranty": "demande de garantie",
+    "product_availability": "question de disponibilité",
+    "account_deletion": "suppression de compte",
+    "delivery_options": "choix de livraison",
+    "order_cancellation": "annulation de commande",
+}
 ACKNOWLEDGEMENTS: dict[str, tuple[str, ...]] = {
-    "order_tracking": (
-        "Je m'occupe du suivi de votre commande.",
-        "Je regarde où en est le suivi de votre colis.",
-    ),
-    "late_delivery": ("Je suis désolé pour ce retard de livraison.", "Toutes nos excuses pour ce retard."),
-    "refund": (
-        "Je vais vérifier où en est votre remboursement.",
-        "Je regarde votre remboursement tout de suite.",
-    ),
-    "return_label": (
-        "Je peux vous préparer une étiquette de retour.",
-        "Je m'occupe de l'étiquette de retour pour votre colis.",
-    ),
-    "damaged_item": (
-        "Je suis navré que votre article soit arrivé endommagé.",
-        "Désolé pour cet article abîmé, nous allons arranger cela.",
-    ),
-    "password_reset": (
-        "Je peux vous envoyer un lien de réinitialisation du mot de passe.",
-        "Je m'occupe de la réinitialisation de votre mot de passe.",
-    ),
-    "invoice_copy": ("Je peux tout à fait vous renvoyer la facture.", "Je m'occupe de votre facture."),
-    "subscription_cancellation": (
-        "Je peux m'occuper de la résiliation de votre abonnement.",
-        "Je prends note de votre demande de résiliation.",
-    ),
-    "address_change": (
-        "Je vais voir si l'adresse de livraison peut encore être modifiée.",
-        "Je m'occupe du changement d'adresse de livraison.",
-    ),
-    "warranty": (
-        "Je vais vérifier si votre article est encore sous garantie.",
-        "Je regarde ce que couvre la garantie de votre article.",
-    ),
-    "account_deletion": (
-        "Je peux lancer la suppression de votre compte.",
-        "Je prends en charge votre demande de suppression de compte.",
-    ),
-    "order_cancellation": (
-        "Je vais voir si la commande peut encore être annulée.",
-        "Je m'occupe d'annuler votre commande si elle n'est pas encore partie.",
-    ),
+    name: (f"Je m'occupe de votre {request}.", f"Je m'occupe de votre {request} tout de suite.")
+    for name, request in REQUESTS.items()
 }
 
 # After the customer gives the identifier, the answer opens by restating the request in the words
-# of the acknowledgement (one recap per acknowledgement, same order). Without it the answer had to
-# reach back to the acknowledgement for the intent, and a fine-tune of the tiny base mostly did not:
-# with the acknowledgement in context its answers named the acknowledged intent for 32 of 80 train
-# conversations and 25 of 80 held-out ones, falling back on the most frequent answers instead. The
-# recap is a copy, which the base does well, and the answer then follows the words just written.
-RECAPS: dict[str, tuple[str, ...]] = {
-    "order_tracking": (
-        "Merci ! Voici le suivi de votre commande.",
-        "Merci ! Voici où en est le suivi de votre colis.",
-    ),
-    "late_delivery": ("Merci. J'ai vérifié ce retard de livraison.", "Merci. J'ai vérifié ce retard."),
-    "refund": (
-        "Merci. J'ai vérifié où en est votre remboursement.",
-        "Merci. J'ai regardé votre remboursement.",
-    ),
-    "return_label": (
-        "Merci. Voici pour l'étiquette de retour.",
-        "Merci. Je m'occupe de l'étiquette de retour.",
-    ),
-    "damaged_item": (
-        "Merci. Voici la solution pour votre article arrivé endommagé.",
-        "Merci. Voici comment arranger cela pour votre article abîmé.",
-    ),
-    "password_reset": (
-        "Merci. Voici pour le lien de réinitialisation du mot de passe.",
-        "Merci. Je m'occupe de la réinitialisation de votre mot de passe.",
-    ),
-    "invoice_copy": ("Merci. Voici pour la facture.", "Merci. Je m'occupe de votre facture."),
-    "subscription_cancellation": (
-        "Merci. Je m'occupe de la résiliation de votre abonnement.",
-        "Merci. Voici pour votre demande de résiliation.",
-    ),
-    "address_change": (
-        "Merci. J'ai vérifié si l'adresse de livraison peut encore être modifiée.",
-        "Merci. Je m'occupe du changement d'adresse de livraison.",
-    ),
-    "warranty": (
-        "Merci. J'ai vérifié la garantie de votre article.",
-        "Merci. Voici ce que couvre la garantie de votre article.",
-    ),
-    "account_deletion": (
-        "Merci. Je lance la suppression de votre compte.",
-        "Merci. Voici pour votre demande de suppression de compte.",
-    ),
-    "order_cancellation": (
-        "Merci. J'ai vérifié si la commande peut encore être annulée.",
-        "Merci. Voici pour l'annulation de votre commande.",
-    ),
-}
+# of the acknowledgement. Without it the answer had to reach back to the acknowledgement for the
+# intent, and a fine-tune of the tiny base mostly did not: with the acknowledgement in context its
+# answers named the acknowledged intent for 32 of 80 train conversations and 25 of 80 held-out ones,
+# falling back on the most frequent answers instead. The recap is a copy, which the base does well,
+# and the answer then follows the words just written. With recaps of their own wording instead of
+# the acknowledgement's (seed 42, 2026-12-07) the answers after the identifier took the right action
+# in 21 of 42 against 37.
+RECAPS: dict[str, str] = {name: f"Merci. Voici pour votre {request}." for name, request in REQUESTS.items()}
 
 ASK_ORDER = [
     "Je vais vérifier cela pour vous. Pourriez-vous m'indiquer votre numéro de commande ? Il commence "
@@ -2073,11 +2019,10 @@ def _conversation(rng: random.Random, intent: Intent, pools: SplitPools) -> list
             give_pool = pools.give.get(intent.name) or pools.give_email
         acknowledgement = rng.choice(ACKNOWLEDGEMENTS[intent.name])
         exchanges.append((opening, f"{greeting} {acknowledgement} {rng.choice(ask_pool)}"))
-        recap = RECAPS[intent.name][ACKNOWLEDGEMENTS[intent.name].index(acknowledgement)]
-        exchanges.append((rng.choice(give_pool), f"{recap} {answer}"))
+        exchanges.append((rng.choice(give_pool), f"{RECAPS[intent.name]} {answer}"))
         target = rng.choice((2, 2, 3))
     else:
-        exchanges.append((opening, f"{greeting} {answer}"))
+        exchanges.append((opening, f"{greeting} {ACKNOWLEDGEMENTS[intent.name][0]} {answer}"))
         target = rng.choices((1, 2, 3), weights=(4, 4, 3))[0]
 
     extra = target - len(exchanges)
@@ -2171,10 +2116,11 @@ def _readme(seed: int, train: list[dict], evaluation: list[dict]) -> str:
         "",
         "## The agent's turns",
         "",
-        "When the customer opens without the order number or e-mail the request needs, the agent greets,",
-        "says what it will do (an acknowledgement naming the request) and asks for it; its answer after",
-        "the customer's reply opens by restating that request (« Merci ! Voici le suivi de votre",
-        "commande. ») before carrying it out.",
+        "Every first agent turn greets, then names the request in one sentence shared by every intent",
+        "but for the request's words (« Je m'occupe de votre facture. »), then answers. When the customer",
+        "opens without the order number or e-mail the request needs, the agent asks for it instead, and",
+        "its answer after the customer's reply opens by restating the request (« Merci. Voici pour votre",
+        "facture. ») before carrying it out.",
         "",
         "## Intents",
         "",

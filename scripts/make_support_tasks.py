@@ -12,8 +12,10 @@ intent. Each gives one task row per agent turn that has something checkable:
 - Both the action and the request for the identifier stay on the customer's request: the reply
   holds none of the action words of another intent that no agent turn of this intent uses in
   either split (« étiquette de retour » to a late delivery fails; « remboursement », which
-  late-delivery answers offer, does not). Without it a clarify reply that acknowledged the wrong
-  request passed, and so did an answer that drifted into another intent's answer.
+  late-delivery answers offer, does not), and names no other intent's request the way the
+  dataset's agent does (« Je m'occupe de votre facture. » to a refund fails; the words of
+  `make_support_fr.REQUESTS`). Without it a clarify reply that acknowledged the wrong request
+  passed, and so did an answer that drifted into another intent's answer.
 - Every first agent turn opens with « Bonjour » or « Bonsoir », as every one of the dataset does,
   and never with someone else's name: « Bonjour Chloé » to Gaëlle, or to a customer the system
   prompt does not name, fails (a wrong name is worse than none; a fine-tune that memorised its
@@ -39,6 +41,8 @@ import json
 import re
 from collections import defaultdict
 from pathlib import Path
+
+from make_support_fr import REQUESTS
 
 ASSET = Path(__file__).resolve().parents[1] / "trainer" / "assets" / "support-fr"
 ROUND = 3  # conversations per intent in each round of rows
@@ -104,12 +108,14 @@ def foreign_actions(conversations: list[dict]) -> dict[str, list[str]]:
     return {intent: [i for i in ACTIONS if i not in used[intent]] for intent in ACTIONS}
 
 
-def none_of(intents: list[str]) -> str:
-    """A lookahead, at the start of the reply, that fails when it holds the action words of `intents`."""
-    return rf"(?!.*(?:{'|'.join(ACTIONS[i].removeprefix('(?s)') for i in intents)}))"
+def none_of(intents: list[str], requests: list[str]) -> str:
+    """A lookahead, at the start of the reply, that fails when it holds the action words of `intents`
+    or names one of `requests` the way an acknowledgement does (« votre facture »)."""
+    words = [ACTIONS[i].removeprefix("(?s)") for i in intents] + [f"votre {re.escape(r)}" for r in requests]
+    return rf"(?!.*(?:{'|'.join(words)}))"
 
 
-def rows_for(conversation: dict, foreign: list[str]) -> list[dict]:
+def rows_for(conversation: dict, foreign: list[str], requests: list[str]) -> list[dict]:
     messages, intent = conversation["messages"], conversation["intent"]
     name = first_name(messages[0]["content"]) if messages[0]["role"] == "system" else None
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
@@ -129,7 +135,7 @@ def rows_for(conversation: dict, foreign: list[str]) -> list[dict]:
             if identifier is ORDER
             else r"(?s)^(?!.*@)(?=.*(e-mail|adresse))"
         )
-        wanted += none_of(foreign)
+        wanted += none_of(foreign, requests)
         out.append(
             {
                 "task": "clarify",
@@ -146,7 +152,7 @@ def rows_for(conversation: dict, foreign: list[str]) -> list[dict]:
         if identifier
         else None
     )
-    action = rf"(?s)^{none_of(foreign)}(?=.*(?:{ACTIONS[intent].removeprefix('(?s)')}))"
+    action = rf"(?s)^{none_of(foreign, requests)}(?=.*(?:{ACTIONS[intent].removeprefix('(?s)')}))"
     checks = [{"type": "regex", "pattern": action, "flags": "i", "name": "action for the intent"}]
     if given and (identifier is ORDER or intent in EMAIL_REPEATED):
         kind = "order number" if identifier is ORDER else "e-mail"
@@ -191,7 +197,8 @@ def main() -> None:
             continue
         round_rows = rounds[taken[conversation["intent"]] // ROUND]
         taken[conversation["intent"]] += 1
-        for row in rows_for(conversation, foreign[conversation["intent"]]):
+        others = [r for i, r in REQUESTS.items() if i != conversation["intent"]]
+        for row in rows_for(conversation, foreign[conversation["intent"]], others):
             for check in row["checks"]:
                 if not scorers.apply(row["reference"], check, row["reference"]).passed:
                     raise SystemExit(

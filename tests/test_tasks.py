@@ -270,3 +270,34 @@ def test_the_support_task_rows_come_in_rounds_of_three_conversations_per_intent(
     assert set(seen.values()) == {6} and len(seen) == 16, seen
     first_round = [row for row in rows if round_of[row["id"].split("/")[0]] == 0]
     assert len(first_round) == 70 and rows[:70] == first_round
+
+
+def test_a_reply_naming_another_request_fails_the_shipped_action_and_asking_checks() -> None:
+    """Every first agent turn names its request (« Je m'occupe de votre facture. »): a reply that
+    names another one, whatever else it holds, fails the action and asking checks on every row,
+    even when the other request's words are ones the right answer may use (« remboursement » in a
+    late-delivery answer)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_support_fr", ASSETS.parents[1] / "scripts" / "make_support_fr.py"
+    )
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    cfg = compose_typed(["recipe=support-fr"])
+    rows = tasks.load_rows(Path(cfg.eval.tasks.path), scorers_per_task=cfg.eval.tasks.scorers)
+    lines = Path(cfg.eval.tasks.path).read_text(encoding="utf-8").splitlines()
+    intent = {json.loads(line)["id"]: json.loads(line)["intent"] for line in lines}
+    tried = 0
+    for row in rows:
+        check = next(
+            c for c in row.checks if c.get("name") in ("action for the intent", "asks for the identifier")
+        )
+        assert scorers.apply(row.reference, check, row.reference).passed, row.id
+        for other, request in builder.REQUESTS.items():
+            if other == intent[row.id]:
+                continue
+            wrong = f"{row.reference} Je m'occupe de votre {request}."
+            assert not scorers.apply(wrong, check, row.reference).passed, (row.id, wrong)
+            tried += 1
+    assert tried == len(rows) * (len(builder.REQUESTS) - 1)
