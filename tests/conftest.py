@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -84,6 +85,19 @@ def fault_env(tmp_path: Path, signal_name: str, path_part: str = "") -> dict[str
         "HF_DATASETS_OFFLINE": "1",
         "COLUMNS": "200",
     }
+
+
+@pytest.fixture(scope="session")
+def builder() -> ModuleType:
+    """scripts/make_support_fr.py, the support-fr generator, imported by path (scripts/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_support_fr", REPO / "scripts" / "make_support_fr.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,7 @@ perplexity measure memorisation) must fail here rather than in a run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -19,17 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_support_fr.py"
 DATASET = REPO / "trainer" / "assets" / "support-fr"
 FILES = ("train.jsonl", "eval.jsonl", "README.md")
-
-
-@pytest.fixture(scope="module")
-def builder() -> ModuleType:
-    """The generator script, imported by path (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_support_fr", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 def _rows(name: str) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from conftest import ASSETS, compose_typed
@@ -272,18 +273,13 @@ def test_the_support_task_rows_come_in_rounds_of_three_conversations_per_intent(
     assert len(first_round) == 70 and rows[:70] == first_round
 
 
-def test_a_reply_naming_another_request_fails_the_shipped_action_and_asking_checks() -> None:
+def test_a_reply_naming_another_request_fails_the_shipped_action_and_asking_checks(
+    builder: ModuleType,
+) -> None:
     """Every first agent turn names its request (« Je m'occupe de votre facture. »): a reply that
     names another one, whatever else it holds, fails the action and asking checks on every row,
     even when the other request's words are ones the right answer may use (« remboursement » in a
     late-delivery answer)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "make_support_fr", ASSETS.parents[1] / "scripts" / "make_support_fr.py"
-    )
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
     cfg = compose_typed(["recipe=support-fr"])
     rows = tasks.load_rows(Path(cfg.eval.tasks.path), scorers_per_task=cfg.eval.tasks.scorers)
     lines = Path(cfg.eval.tasks.path).read_text(encoding="utf-8").splitlines()
